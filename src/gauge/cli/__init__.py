@@ -1,0 +1,1 @@
+"""The `gauge` command line (thin: parse flags, call the layers below)."""

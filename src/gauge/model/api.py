@@ -1,0 +1,183 @@
+"""ModelAPI: the provider contract. A provider only translates.
+
+A provider turns (messages, tools, tool_choice, config) into its wire format and
+the answer back into a ModelOutput, and says how to classify its exceptions.
+Retries, concurrency limits, deadlines, usage accounting and caching live once,
+in the Model pipeline, and apply to every provider, custom ones included.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from gauge.model.config import GenerateConfig
+from gauge.model.messages import ChatMessage
+from gauge.model.output import ModelOutput
+from gauge.model.tools import ToolChoice, ToolInfo
+
+RetryKind = Literal["rate_limit", "transient", "fatal"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """How the pipeline should treat a failed attempt."""
+
+    kind: RetryKind
+    retry_after: float | None = None
+    """Seconds the provider asked us to wait (Retry-After and friends)."""
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed."""
+        return self.kind != "fatal"
+
+
+FATAL = RetryDecision("fatal")
+TRANSIENT = RetryDecision("transient")
+
+
+class Secret:
+    """A string whose repr and str are stars, so it cannot leak into logs by accident."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value; call this only where it is sent."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class ModelAPI(abc.ABC):
+    """Translate one request to a provider's wire format and back; nothing else.
+
+    Subclasses set the class variables below (capabilities are data, not hooks)
+    and implement `generate`. Everything else has a working default.
+    """
+
+    name: ClassVar[str] = ""
+    """Provider name (`openai` in `openai/gpt-4o`); set by the registry when empty."""
+    extra: ClassVar[str | None] = None
+    """The pip extra that installs this provider's dependencies (`gauge[extra]`)."""
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Importable module names the extra provides (checked before construction)."""
+    needs_api_key: ClassVar[bool] = False
+    api_key_vars: ClassVar[tuple[str, ...] | None] = None
+    """Env vars read for the key, first set wins; None = `<PROVIDER>_API_KEY`, () = none."""
+    base_url_vars: ClassVar[tuple[str, ...] | None] = None
+    """Env vars read for the base URL, first set wins; None = `<PROVIDER>_BASE_URL`."""
+    default_base_url: ClassVar[str | None] = None
+    honours: ClassVar[frozenset[str]] = frozenset()
+    """GenerateConfig fields this provider maps onto its requests."""
+    supports_streaming: ClassVar[bool] = False
+    supports_chat: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig | None = None,
+        **model_args: Any,
+    ) -> None:
+        self.model_name = model_name
+        self.base_url = base_url
+        self.api_key = Secret(api_key) if api_key is not None else None
+        self.config = config or GenerateConfig()
+        self.model_args = model_args
+
+    @abc.abstractmethod
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        """Send one request and translate the answer. Raise the provider's own errors."""
+
+    async def stream(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> AsyncIterator[str]:
+        """Yield text deltas. The default yields the whole completion once."""
+        output = await self.generate(input, tools, tool_choice, config)
+        yield output.completion
+
+    async def close(self) -> None:  # noqa: B027 (optional hook, empty by design)
+        """Release clients and connections."""
+
+    def max_tokens(self) -> int | None:
+        """Default max_tokens for this model, or None for the provider's own default."""
+        return None
+
+    def max_connections(self) -> int:
+        """Default concurrent requests per connection key."""
+        return 10
+
+    def connection_key(self) -> str:
+        """Requests sharing this key share one concurrency limit (and, later, rate budget)."""
+        key = self.api_key.get() if self.api_key else ""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
+        return f"{self.name}|{self.base_url or ''}|{digest}|{self.model_name}"
+
+    def classify_error(self, ex: BaseException) -> RetryDecision:
+        """Map an exception from `generate` to a retry decision.
+
+        The default honours the legacy `is_rate_limit` hook, treats timeouts and
+        connection errors as transient, and everything else as fatal.
+        """
+        if self.is_rate_limit(ex):
+            retry_after = getattr(ex, "retry_after", None)
+            return RetryDecision("rate_limit", retry_after if _is_number(retry_after) else None)
+        if isinstance(ex, TimeoutError | ConnectionError):
+            return TRANSIENT
+        return FATAL
+
+    def is_rate_limit(self, ex: BaseException) -> bool:
+        """Legacy hook: True when `ex` is a rate-limit error (prefer `classify_error`)."""
+        return False
+
+    def collapse_user_messages(self) -> bool:
+        """Whether consecutive user messages must be merged into one."""
+        return False
+
+    def collapse_assistant_messages(self) -> bool:
+        """Whether consecutive assistant messages must be merged into one."""
+        return False
+
+    def tools_required(self) -> bool:
+        """Whether a conversation containing tool calls must be sent with tool definitions."""
+        return False
+
+    def tool_result_images(self) -> bool:
+        """Whether tool messages may carry images (else they move to a user message)."""
+        return False
+
+    def has_reasoning_history(self) -> bool:
+        """Whether earlier reasoning can be replayed to this provider."""
+        return False
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,188 @@
+"""get_model and model_from_config: build Models from names, env and files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gauge.errors import ConfigError, MissingAPIKey, ModelNameError, one_line
+from gauge.model.api import ModelAPI
+from gauge.model.config import GenerateConfig
+from gauge.model.model import Model
+from gauge.model.registry import check_installed, provider_class
+
+MODEL_ENV = "GAUGE_MODEL"
+
+_memo: dict[tuple[Any, ...], Model] = {}
+_dotenv_loaded: set[str] = set()
+
+
+def get_model(
+    model: str | Model | None = None,
+    config: GenerateConfig | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    memoize: bool = True,
+    **model_args: Any,
+) -> Model:
+    """The Model for `provider/name` (the name part may contain slashes).
+
+    `model=None` reads GAUGE_MODEL. A `.env` file found from the working
+    directory upward is loaded first, without overriding the environment.
+    Base URL: argument > `<PROVIDER>_BASE_URL`; key: argument > `<PROVIDER>_API_KEY`.
+    Identical calls return the same Model unless `memoize=False`.
+    """
+    if isinstance(model, Model):
+        return model
+    load_dotenv()
+    if model is None:
+        model = os.environ.get(MODEL_ENV)
+        if not model:
+            raise ModelNameError(
+                f"no model given: pass a model name such as 'openai/gpt-4o-mini' or set {MODEL_ENV}"
+            )
+    provider, model_name = parse_model_name(model)
+    config = config or GenerateConfig()
+    key = None
+    if memoize:
+        key = _memo_key(model, config, base_url, api_key, model_args)
+        if (cached := _memo.get(key)) is not None:
+            return cached
+    cls = provider_class(provider)
+    check_installed(provider, cls)
+    base_url = base_url or _first_env(env_vars(cls, provider, "BASE_URL")) or cls.default_base_url
+    api_key = api_key or _first_env(env_vars(cls, provider, "API_KEY"))
+    if cls.needs_api_key and not api_key:
+        names = " or ".join(env_vars(cls, provider, "API_KEY"))
+        raise MissingAPIKey(f"provider {provider!r} needs an API key: set {names} or pass api_key=")
+    api = cls(model_name, base_url=base_url, api_key=api_key, config=config, **model_args)
+    result = Model(api, config)
+    if key is not None:
+        result._memo_key = key
+        _memo[key] = result
+    return result
+
+
+def parse_model_name(model: str) -> tuple[str, str]:
+    """Split `provider/name`; the name may itself contain slashes."""
+    provider, sep, name = model.strip().partition("/")
+    if not sep or not provider or not name:
+        raise ModelNameError(
+            f"model {model!r} must be provider/name, e.g. openai/gpt-4o-mini or mock/test"
+        )
+    return provider, name
+
+
+def env_vars(cls: type[ModelAPI], provider: str, suffix: str) -> tuple[str, ...]:
+    """The env vars a provider reads for its API_KEY or BASE_URL."""
+    declared = cls.api_key_vars if suffix == "API_KEY" else cls.base_url_vars
+    if declared is not None:
+        return declared
+    return (f"{provider.upper().replace('-', '_')}_{suffix}",)
+
+
+def forget(model: Model) -> None:
+    """Remove `model` from the memo (a context-managed model is private)."""
+    if model._memo_key is not None and _memo.get(model._memo_key) is model:
+        del _memo[model._memo_key]
+    model._memo_key = None
+
+
+def clear_memo() -> None:
+    """Forget every memoized model (their clients are not closed)."""
+    _memo.clear()
+
+
+def load_dotenv(start: Path | None = None) -> Path | None:
+    """Load the nearest .env from `start` (default: cwd) upward, once per file."""
+    directory = (start or Path.cwd()).resolve()
+    for candidate in (directory, *directory.parents):
+        path = candidate / ".env"
+        if path.is_file():
+            if str(path) not in _dotenv_loaded:
+                from dotenv import load_dotenv as _load
+
+                _load(path, override=False)
+                _dotenv_loaded.add(str(path))
+            return path
+    return None
+
+
+def model_from_config(spec: dict[str, Any] | str | Path) -> Model:
+    """Build a Model from a dict or a YAML/JSON file.
+
+    Two shapes are accepted:
+      {type: openai, args: {model_name: gpt-4o, temperature: 0.7}}
+      {model: openai/gpt-4o, temperature: 0.7, config: {...}, base_url: ..., <model args>}
+    GenerateConfig fields go to the config; base_url, api_key and anything else
+    go to get_model (unknown names become provider model args).
+    """
+    source = "model config"
+    if isinstance(spec, str | Path):
+        source = str(spec)
+        spec = _read_spec(Path(spec))
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{source}: expected a mapping, got {type(spec).__name__}")
+    spec = dict(spec)
+    if "type" in spec:
+        provider = spec.pop("type")
+        args = dict(spec.pop("args", None) or {})
+        args.update(spec)
+        name = args.pop("model_name", None) or args.pop("model", None)
+        if not name:
+            raise ConfigError(f"{source}: 'args.model_name' is required with 'type'")
+        model = f"{provider}/{name}"
+    else:
+        args = spec
+        model = args.pop("model", None)
+        if not model:
+            raise ConfigError(f"{source}: give 'model: provider/name' or 'type' with 'args'")
+    config_values = dict(args.pop("config", None) or {})
+    for field in list(args):
+        if field in GenerateConfig.model_fields:
+            config_values[field] = args.pop(field)
+    try:
+        config = GenerateConfig(**config_values)
+    except ValueError as ex:
+        raise ConfigError(f"{source}: {one_line(ex)}") from None
+    return get_model(
+        str(model),
+        config=config,
+        base_url=args.pop("base_url", None),
+        api_key=args.pop("api_key", None),
+        **args,
+    )
+
+
+def _read_spec(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as ex:
+        raise ConfigError(f"cannot read model config {path}: {ex.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as ex:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({one_line(ex)})") from None
+
+
+def _first_env(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if value := os.environ.get(name):
+            return value
+    return None
+
+
+def _memo_key(
+    model: str,
+    config: GenerateConfig,
+    base_url: str | None,
+    api_key: str | None,
+    model_args: dict[str, Any],
+) -> tuple[Any, ...]:
+    args = orjson.dumps(model_args, option=orjson.OPT_SORT_KEYS, default=repr)
+    return (model, config.model_dump_json(exclude_unset=True), base_url, api_key, args)

@@ -1,0 +1,92 @@
+"""Concurrency limits per connection key.
+
+`ConnectionLimiter` is a semaphore whose limit can change while it is in use (the
+adaptive-concurrency controller resizes it). Limiters live per event loop, since
+asyncio futures cannot cross loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import deque
+
+
+class ConnectionLimiter:
+    """At most `limit` holders at once; waiters are served first come, first served."""
+
+    __slots__ = ("_waiters", "in_flight", "limit", "peak")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"connection limit must be >= 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        self.peak = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and take it."""
+        if self.in_flight < self.limit and not self._waiters:
+            self._take()
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # We were handed a slot just as we were cancelled: pass it on.
+                self.release()
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back and hand it to the next waiter."""
+        self.in_flight -= 1
+        self._wake()
+
+    def set_limit(self, limit: int) -> None:
+        """Change the limit; extra holders finish normally, new slots wake waiters."""
+        if limit < 1:
+            raise ValueError(f"connection limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._wake()
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        if self.in_flight > self.peak:
+            self.peak = self.in_flight
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._take()
+                fut.set_result(None)
+
+    async def __aenter__(self) -> ConnectionLimiter:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ConnectionLimiter]]
+_limiters = weakref.WeakKeyDictionary()
+
+
+def connection_limiter(key: str, limit: int) -> ConnectionLimiter:
+    """The running loop's limiter for `key`, resized to `limit` when that changed."""
+    loop = asyncio.get_running_loop()
+    per_loop = _limiters.get(loop)
+    if per_loop is None:
+        per_loop = _limiters[loop] = {}
+    limiter = per_loop.get(key)
+    if limiter is None:
+        limiter = per_loop[key] = ConnectionLimiter(limit)
+    elif limiter.limit != limit:
+        limiter.set_limit(limit)
+    return limiter

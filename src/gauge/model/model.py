@@ -1,0 +1,244 @@
+"""Model: a provider behind the generate pipeline, with usage totals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from gauge.errors import ConfigError, UnsupportedConfig
+from gauge.model import pipeline
+from gauge.model.api import ModelAPI
+from gauge.model.config import ADVISORY_FIELDS, PROVIDER_FIELDS, GenerateConfig
+from gauge.model.limits import connection_limiter
+from gauge.model.messages import ChatMessage
+from gauge.model.output import ModelOutput, ModelUsage
+from gauge.model.prepare import as_messages, prepare_messages, resolve_tools
+from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
+from gauge.model.tools import ToolChoice, ToolInfo
+
+if TYPE_CHECKING:
+    from gauge.model.sync import SyncModel
+
+log = logging.getLogger("gauge.model")
+
+_usage_by_model: dict[str, ModelUsage] = {}
+_warned: set[tuple[str, str]] = set()
+
+
+def model_usage() -> dict[str, ModelUsage]:
+    """Token usage of this process so far, per model name."""
+    return dict(_usage_by_model)
+
+
+class Model:
+    """A model to generate with: `await model.generate("Hi")`.
+
+    Build one with `get_model("provider/name")`. The provider (`api`) only
+    translates; this class resolves config, prepares messages, and runs the
+    pipeline (retries, connection limits, deadlines) and usage accounting.
+    """
+
+    def __init__(self, api: ModelAPI, config: GenerateConfig | None = None) -> None:
+        self.api = api
+        defaults = GenerateConfig()
+        if (max_tokens := api.max_tokens()) is not None:
+            defaults = GenerateConfig(max_tokens=max_tokens)
+        self.config = defaults.merge(config or api.config)
+        self.usage = ModelUsage()
+        self.retry_policy = RetryPolicy()
+        self.sleep: pipeline.Sleep = asyncio.sleep
+        """Backoff sleep; tests swap in a fake clock."""
+        self._memo_key: tuple[Any, ...] | None = None
+        self._call = pipeline.build_pipeline(
+            pipeline.provider_call(api),
+            [
+                pipeline.total_deadline,
+                pipeline.retry(api, self.retry_policy, self._sleep),
+                pipeline.connection_slot(api),
+                pipeline.attempt,
+            ],
+        )
+
+    @property
+    def name(self) -> str:
+        """`provider/model`, as users type it."""
+        return f"{self.api.name}/{self.api.model_name}"
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r})"
+
+    async def generate(
+        self,
+        input: str | list[ChatMessage],
+        tools: list[ToolInfo] | None = None,
+        tool_choice: ToolChoice | None = None,
+        config: GenerateConfig | None = None,
+        cache: bool = False,
+    ) -> ModelOutput:
+        """Generate a reply to `input` (a prompt or a conversation)."""
+        if cache:
+            raise ConfigError(
+                "the response cache is not part of this build; call generate without cache="
+            )
+        request = self._request(input, tools, tool_choice, config)
+        output = await self._call(request)
+        if output.usage is not None:
+            self._account(output.usage)
+        return output
+
+    async def stream(
+        self,
+        input: str | list[ChatMessage],
+        tools: list[ToolInfo] | None = None,
+        tool_choice: ToolChoice | None = None,
+        config: GenerateConfig | None = None,
+    ) -> AsyncIterator[str]:
+        """Yield text deltas as they arrive.
+
+        Failures before the first delta are retried like `generate`; once text has
+        been yielded an error is raised as is. `attempt_timeout` bounds the wait for
+        each delta and `timeout` the whole stream.
+        """
+        request = self._request(input, tools, tool_choice, config)
+        cfg = request.config
+        max_retries = self.retry_policy.max_retries if cfg.max_retries is None else cfg.max_retries
+        deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+        limiter = connection_limiter(
+            self.api.connection_key(), cfg.max_connections or self.api.max_connections()
+        )
+        while True:
+            started_at = time.perf_counter()
+            yielded = False
+            try:
+                await limiter.acquire()
+                try:
+                    deltas = self.api.stream(request.input, request.tools, request.tool_choice, cfg)
+                    try:
+                        while True:
+                            wait = _remaining(deadline, cfg.attempt_timeout)
+                            try:
+                                delta = await asyncio.wait_for(anext(deltas), wait)
+                            except StopAsyncIteration:
+                                return
+                            yielded = True
+                            yield delta
+                    finally:
+                        await deltas.aclose()
+                finally:
+                    limiter.release()
+            except Exception as ex:
+                if isinstance(ex, TimeoutError) and not isinstance(ex, pipeline.AttemptTimeout):
+                    ex = pipeline.AttemptTimeout(
+                        f"stream stalled past attempt_timeout/timeout "
+                        f"({cfg.attempt_timeout or cfg.timeout}s)"
+                    )
+                decision = pipeline.classify(self.api, ex)
+                request.attempts.append(
+                    Attempt(
+                        len(request.attempts) + 1,
+                        describe(ex),
+                        decision.kind,
+                        time.perf_counter() - started_at,
+                    )
+                )
+                retries = len(request.attempts)
+                wait_s = self.retry_policy.delay(retries, decision.retry_after)
+                out_of_time = deadline is not None and time.monotonic() + wait_s > deadline
+                if yielded or not decision.retryable or retries > max_retries or out_of_time:
+                    attach_history(ex, request.attempts)
+                    raise ex from None
+                request.attempts[-1].wait = wait_s
+                await self.sleep(wait_s)
+
+    def _request(
+        self,
+        input: str | list[ChatMessage],
+        tools: list[ToolInfo] | None,
+        tool_choice: ToolChoice | None,
+        config: GenerateConfig | None,
+    ) -> pipeline.ModelRequest:
+        cfg = self.config.merge(config) if config is not None else self.config
+        cfg = self._check_supported(cfg)
+        messages = prepare_messages(as_messages(input), self.api, cfg)
+        tool_list, choice = resolve_tools(messages, list(tools or ()), tool_choice, self.api)
+        return pipeline.ModelRequest(messages, tool_list, choice, cfg)
+
+    def _check_supported(self, config: GenerateConfig) -> GenerateConfig:
+        """Fail (or drop, if asked) on set fields the provider does not honour."""
+        honours = self.api.honours
+        unsupported = [
+            name
+            for name in config.model_fields_set
+            if name in PROVIDER_FIELDS and name not in honours and getattr(config, name) is not None
+        ]
+        if not unsupported:
+            return config
+        strict = sorted(n for n in unsupported if n not in ADVISORY_FIELDS)
+        if strict and not config.drop_unsupported:
+            raise UnsupportedConfig(
+                f"provider {self.api.name!r} does not support {', '.join(strict)}; "
+                "remove it, or set drop_unsupported=True to send the request without it"
+            )
+        for field in sorted(unsupported):
+            if (self.api.name, field) not in _warned:
+                _warned.add((self.api.name, field))
+                log.warning("provider %r ignores %s; dropping it", self.api.name, field)
+        values = {
+            name: getattr(config, name)
+            for name in config.model_fields_set
+            if name not in unsupported
+        }
+        return GenerateConfig.model_construct(_fields_set=set(values), **values)
+
+    async def _sleep(self, seconds: float) -> None:
+        await self.sleep(seconds)
+
+    def _account(self, usage: ModelUsage) -> None:
+        self.usage = self.usage + usage
+        name = self.name
+        total = _usage_by_model.get(name)
+        _usage_by_model[name] = usage if total is None else total + usage
+
+    def info(self) -> dict[str, Any]:
+        """What this model is and what it supports."""
+        api = self.api
+        return {
+            "name": self.name,
+            "provider": api.name,
+            "model_id": api.model_name,
+            "base_url": api.base_url,
+            "supports_streaming": api.supports_streaming,
+            "supports_chat": api.supports_chat,
+            "max_tokens": self.config.max_tokens,
+            "honours": sorted(api.honours),
+        }
+
+    def sync(self) -> SyncModel:
+        """A blocking facade for scripts and notebooks."""
+        from gauge.model.sync import SyncModel
+
+        return SyncModel(self)
+
+    async def close(self) -> None:
+        """Close the provider's clients."""
+        await self.api.close()
+
+    async def __aenter__(self) -> Model:
+        # A context-managed model is private to its block: take it out of the memo.
+        from gauge.model.factory import forget
+
+        forget(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _remaining(deadline: float | None, per_step: float | None) -> float | None:
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if per_step is None:
+        return left
+    return per_step if left is None else min(left, per_step)

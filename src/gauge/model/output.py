@@ -1,0 +1,159 @@
+"""Model output: choices, stop reasons, token usage and logprobs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from gauge.model.content import Content, ContentText
+from gauge.model.messages import ChatMessageAssistant
+from gauge.model.tools import ToolCall
+
+StopReason = Literal[
+    "stop", "max_tokens", "model_length", "tool_calls", "content_filter", "unknown"
+]
+"""Why generation stopped, normalised across providers."""
+
+
+class ModelUsage(BaseModel):
+    """Token usage of one or more calls; `a + b` adds field by field."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_tokens_cache_write: int | None = None
+    input_tokens_cache_read: int | None = None
+    reasoning_tokens: int | None = None
+
+    def __add__(self, other: ModelUsage) -> ModelUsage:
+        def opt(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return ModelUsage.model_construct(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            input_tokens_cache_write=opt(
+                self.input_tokens_cache_write, other.input_tokens_cache_write
+            ),
+            input_tokens_cache_read=opt(
+                self.input_tokens_cache_read, other.input_tokens_cache_read
+            ),
+            reasoning_tokens=opt(self.reasoning_tokens, other.reasoning_tokens),
+        )
+
+
+class TopLogprob(BaseModel):
+    """One of the most likely tokens at a position."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(BaseModel):
+    """Log probability of one generated token, with the top alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] | None = None
+
+
+class Logprobs(BaseModel):
+    """Per-token log probabilities of a choice."""
+
+    content: list[Logprob]
+
+
+class ChatCompletionChoice(BaseModel):
+    """One generated alternative."""
+
+    message: ChatMessageAssistant
+    stop_reason: StopReason = "unknown"
+    logprobs: Logprobs | None = None
+
+
+class ModelOutput(BaseModel):
+    """What a model returned for one request."""
+
+    model: str = ""
+    choices: list[ChatCompletionChoice] = Field(default_factory=list)
+    usage: ModelUsage | None = None
+    time: float | None = None
+    """Seconds the successful attempt took."""
+    metadata: dict[str, Any] | None = None
+    error: str | None = None
+    """Set when the model could not produce an output (e.g. refused by a filter)."""
+
+    @property
+    def message(self) -> ChatMessageAssistant:
+        """The first choice's message (an empty assistant message when there is none)."""
+        if not self.choices:
+            return ChatMessageAssistant(content="", model=self.model or None)
+        return self.choices[0].message
+
+    @property
+    def completion(self) -> str:
+        """The first choice's text."""
+        return self.choices[0].message.text if self.choices else ""
+
+    @completion.setter
+    def completion(self, value: str) -> None:
+        if self.choices:
+            self.choices[0].message.text = value
+        else:
+            self.choices = [
+                ChatCompletionChoice(
+                    message=ChatMessageAssistant(content=value, model=self.model or None),
+                    stop_reason="stop",
+                )
+            ]
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """The first choice's stop reason."""
+        return self.choices[0].stop_reason if self.choices else "unknown"
+
+    @classmethod
+    def from_content(
+        cls,
+        model: str,
+        content: str | list[Content],
+        stop_reason: StopReason = "stop",
+        error: str | None = None,
+    ) -> ModelOutput:
+        """An output with one choice holding `content`."""
+        message = ChatMessageAssistant(content=content, model=model, source="generate")
+        return cls(
+            model=model,
+            choices=[ChatCompletionChoice(message=message, stop_reason=stop_reason)],
+            error=error,
+        )
+
+    @classmethod
+    def for_tool_call(
+        cls,
+        model: str,
+        tool_name: str,
+        tool_arguments: dict[str, Any],
+        tool_call_id: str | None = None,
+        content: str = "",
+    ) -> ModelOutput:
+        """An output whose one choice calls `tool_name` with `tool_arguments`."""
+        call = ToolCall(
+            id=tool_call_id or f"call_{tool_name}",
+            function=tool_name,
+            arguments=tool_arguments,
+        )
+        message = ChatMessageAssistant(
+            content=[ContentText(text=content)] if content else "",
+            tool_calls=[call],
+            model=model,
+            source="generate",
+        )
+        return cls(
+            model=model,
+            choices=[ChatCompletionChoice(message=message, stop_reason="tool_calls")],
+        )

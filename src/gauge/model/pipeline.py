@@ -1,0 +1,180 @@
+"""The generate pipeline: stages with one signature, composed once per Model.
+
+    total deadline -> retry -> connection slot -> attempt (deadline, timing) -> provider
+
+The first stage listed is the outermost. Retry wraps the slot, so backoff sleeps
+never hold a connection. Later stages (cache, rate budgets) slot into the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from gauge.errors import ModelTimeout
+from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
+from gauge.model.config import GenerateConfig
+from gauge.model.limits import connection_limiter
+from gauge.model.messages import ChatMessage
+from gauge.model.output import ModelOutput
+from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
+from gauge.model.tools import ToolChoice, ToolInfo
+
+
+@dataclass(slots=True)
+class ModelRequest:
+    """One prepared call travelling through the pipeline."""
+
+    input: list[ChatMessage]
+    tools: list[ToolInfo]
+    tool_choice: ToolChoice
+    config: GenerateConfig
+    attempts: list[Attempt] = field(default_factory=list)
+    """Failed attempts so far (the retry stage fills it)."""
+
+
+Call = Callable[[ModelRequest], Awaitable[ModelOutput]]
+Stage = Callable[[Call], Call]
+Sleep = Callable[[float], Awaitable[object]]
+
+
+def build_pipeline(inner: Call, stages: Sequence[Stage]) -> Call:
+    """Wrap `inner` in `stages`; the first stage listed is the outermost."""
+    call = inner
+    for wrap in reversed(stages):
+        call = wrap(call)
+    return call
+
+
+def provider_call(api: ModelAPI) -> Call:
+    """The innermost call: hand the request to the provider."""
+
+    async def call(request: ModelRequest) -> ModelOutput:
+        return await api.generate(request.input, request.tools, request.tool_choice, request.config)
+
+    return call
+
+
+def total_deadline(call: Call) -> Call:
+    """Enforce `config.timeout` over all attempts and waits."""
+
+    async def stage(request: ModelRequest) -> ModelOutput:
+        seconds = request.config.timeout
+        if seconds is None:
+            return await call(request)
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await call(request)
+        except TimeoutError as ex:
+            if not deadline.expired():
+                raise
+            error = ModelTimeout(
+                f"model call exceeded timeout={seconds:g}s "
+                f"after {len(request.attempts) + 1} attempt(s); raise --timeout to wait longer"
+            )
+            attach_history(error, request.attempts)
+            raise error from ex
+
+    return stage
+
+
+def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
+    """Retry rate-limit and transient failures, bounded by count and total wait."""
+
+    def wrap(call: Call) -> Call:
+        async def stage(request: ModelRequest) -> ModelOutput:
+            max_retries = request.config.max_retries
+            if max_retries is None:
+                max_retries = policy.max_retries
+            waited = 0.0
+            while True:
+                started = time.perf_counter()
+                try:
+                    return await call(request)
+                except Exception as ex:
+                    decision = classify(api, ex)
+                    attempt = Attempt(
+                        len(request.attempts) + 1,
+                        describe(ex),
+                        decision.kind,
+                        time.perf_counter() - started,
+                    )
+                    request.attempts.append(attempt)
+                    retries = len(request.attempts)
+                    wait = policy.delay(retries, decision.retry_after)
+                    if (
+                        not decision.retryable
+                        or retries > max_retries
+                        or waited + wait > policy.max_total_wait
+                    ):
+                        attach_history(ex, request.attempts)
+                        raise
+                    attempt.wait = wait
+                    waited += wait
+                await sleep(wait)
+
+        return stage
+
+    return wrap
+
+
+def classify(api: ModelAPI, ex: BaseException) -> RetryDecision:
+    """The provider's decision for `ex`; our own attempt timeouts are transient."""
+    if isinstance(ex, AttemptTimeout):
+        return TRANSIENT
+    try:
+        return api.classify_error(ex)
+    except Exception:  # a broken classifier must not hide the real error
+        return RetryDecision("fatal")
+
+
+def connection_slot(api: ModelAPI) -> Stage:
+    """Hold one of the connection key's slots for the duration of an attempt."""
+    key = api.connection_key()
+    default = api.max_connections()
+
+    def wrap(call: Call) -> Call:
+        async def stage(request: ModelRequest) -> ModelOutput:
+            limiter = connection_limiter(key, request.config.max_connections or default)
+            await limiter.acquire()
+            try:
+                return await call(request)
+            finally:
+                limiter.release()
+
+        return stage
+
+    return wrap
+
+
+class AttemptTimeout(ModelTimeout):
+    """One attempt ran past `attempt_timeout` and was cancelled."""
+
+
+def attempt(call: Call) -> Call:
+    """Time the attempt and cancel it at `config.attempt_timeout`."""
+
+    async def stage(request: ModelRequest) -> ModelOutput:
+        seconds = request.config.attempt_timeout
+        started = time.perf_counter()
+        if seconds is None:
+            output = await call(request)
+        else:
+            deadline = asyncio.timeout(seconds)
+            try:
+                async with deadline:
+                    output = await call(request)
+            except TimeoutError as ex:
+                if not deadline.expired():
+                    raise
+                raise AttemptTimeout(
+                    f"attempt exceeded attempt_timeout={seconds:g}s and was cancelled"
+                ) from ex
+        if output.time is None:
+            output.time = time.perf_counter() - started
+        return output
+
+    return stage

@@ -1,0 +1,259 @@
+"""Shared HTTP plumbing for providers that speak their wire format directly.
+
+One pooled keep-alive aiohttp session per provider instance and event loop;
+orjson for bodies; no retries here (the pipeline retries). Errors become
+`HTTPStatusError` (a non-2xx answer) or `HTTPConnectionError` (no answer, or an
+unreadable one), which `classify_http` maps to a RetryDecision.
+
+aiohttp is imported on first request, so importing a provider stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gauge.model.api import FATAL, TRANSIENT, RetryDecision
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+class HTTPStatusError(Exception):
+    """The server answered with a non-2xx status."""
+
+    def __init__(
+        self, status: int, message: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body
+        self.headers: dict[str, str] = {k.lower(): v for k, v in (headers or {}).items()}
+        self.retry_after = parse_retry_after(self.headers)
+
+
+class HTTPConnectionError(ConnectionError):
+    """No usable answer: refused, reset, closed mid-body, or not parseable."""
+
+
+class HttpClient:
+    """Pooled HTTP client for one provider instance (a session per event loop)."""
+
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = dict(headers or {})
+        self._sessions: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aiohttp.ClientSession
+        ] = weakref.WeakKeyDictionary()
+
+    def session(self) -> aiohttp.ClientSession:
+        """The running loop's session, created on first use."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self.headers,
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+            )
+            self._sessions[loop] = session
+        return session
+
+    def url(self, path: str) -> str:
+        """Absolute URL for `path` (an absolute URL is returned unchanged)."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    async def post_json(
+        self,
+        path: str,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[Any, dict[str, str]]:
+        """POST `payload` as JSON; return (parsed body, lower-cased headers)."""
+        import aiohttp
+
+        data = orjson.dumps(payload)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        try:
+            async with self.session().post(
+                self.url(path), data=data, headers=hdrs, params=params
+            ) as response:
+                raw = await response.read()
+                return _decode(response.status, raw, response.headers)
+        except aiohttp.ClientError as ex:
+            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+
+    async def get_json(
+        self, path: str, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, dict[str, str]]:
+        """GET `path`; return (parsed body, lower-cased headers)."""
+        import aiohttp
+
+        try:
+            async with self.session().get(self.url(path), headers=headers) as response:
+                raw = await response.read()
+                return _decode(response.status, raw, response.headers)
+        except aiohttp.ClientError as ex:
+            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+
+    async def stream_sse(
+        self,
+        path: str,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """POST `payload` and yield each server-sent event's `data` (without `[DONE]`)."""
+        import aiohttp
+
+        hdrs = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            **(headers or {}),
+        }
+        try:
+            async with self.session().post(
+                self.url(path), data=orjson.dumps(payload), headers=hdrs, params=params
+            ) as response:
+                if response.status >= 300:
+                    _decode(response.status, await response.read(), response.headers)
+                data: list[bytes] = []
+                async for line in response.content:
+                    line = line.rstrip(b"\r\n")
+                    if not line:
+                        if data:
+                            event = b"\n".join(data)
+                            data = []
+                            if event.strip() == b"[DONE]":
+                                return
+                            yield event
+                    elif line.startswith(b"data:"):
+                        data.append(line[5:].lstrip(b" "))
+                if data and b"\n".join(data).strip() != b"[DONE]":
+                    yield b"\n".join(data)
+        except aiohttp.ClientError as ex:
+            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+
+    async def close(self) -> None:
+        """Close every session this client opened."""
+        for session in list(self._sessions.values()):
+            if not session.closed:
+                await session.close()
+        self._sessions.clear()
+
+
+def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        if status < 300:
+            raise HTTPConnectionError(
+                f"HTTP {status} with a body that is not JSON: {raw[:200]!r}"
+            ) from None
+        body = raw.decode(errors="replace")
+    if status >= 300:
+        raise HTTPStatusError(status, error_message(body), body, lowered)
+    return body, lowered
+
+
+def error_message(body: Any) -> str:
+    """The provider's own error message from a JSON (or text) error body."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            for key in ("message", "msg", "detail", "error"):
+                if isinstance(err.get(key), str):
+                    return str(err[key])
+        if isinstance(err, str):
+            return err
+        for key in ("message", "detail"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    if isinstance(body, str) and body.strip():
+        return " ".join(body.split())[:500]
+    return "no error message in the response"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in '1.5', '20ms', '6m0s', '1h2m3.5s'; None when unparseable."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from retry-after-ms, Retry-After (seconds or date), or reset headers."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    if (value := headers.get("retry-after")) is not None:
+        seconds = parse_duration(value)
+        if seconds is not None:
+            return max(0.0, seconds)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    resets = [
+        s
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset")
+        if (v := headers.get(name)) is not None and (s := parse_duration(v)) is not None
+    ]
+    return max(resets) if resets else None
+
+
+RATE_LIMIT_STATUSES = frozenset({429})
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+def classify_http(ex: BaseException) -> RetryDecision | None:
+    """The decision for our own HTTP errors, or None when `ex` is not one of them."""
+    if isinstance(ex, HTTPStatusError):
+        if ex.status in RATE_LIMIT_STATUSES:
+            if _is_quota_exhausted(ex.body):
+                return FATAL
+            return RetryDecision("rate_limit", ex.retry_after)
+        if ex.status in TRANSIENT_STATUSES or ex.status >= 500:
+            return RetryDecision("transient", ex.retry_after)
+        return FATAL
+    if isinstance(ex, HTTPConnectionError | asyncio.TimeoutError):
+        return TRANSIENT
+    return None
+
+
+def _is_quota_exhausted(body: Any) -> bool:
+    # OpenAI answers 429 "insufficient_quota" when billing is exhausted: waiting won't help.
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        return "insufficient_quota" in (str(err.get("code")), str(err.get("type")))
+    return False
