@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "models_command",
         "List providers, their keys and capabilities.",
     ),
+    "cache": ("gauge.cli.cache", "cache_command", "Inspect, prune and explain the response cache."),
+    "eval": ("gauge.cli.eval", "eval_command", "Run an eval task on one or more models."),
+    "view": ("gauge.cli.view", "view_command", "Write an HTML report from eval journals."),
 }
 
 
@@ -31,15 +34,17 @@ class LazyGroup(click.Group):
         spec = COMMANDS.get(cmd_name)
         if spec is None:
             return None
-        if ctx.resilient_parsing or _is_help_listing(ctx):
+        if ctx.resilient_parsing:
             return click.Command(cmd_name, help=spec[2], short_help=spec[2])
         command: click.Command = getattr(importlib.import_module(spec[0]), spec[1])
         return command
 
-
-def _is_help_listing(ctx: click.Context) -> bool:
-    # `gauge --help` lists commands: describe them without importing them.
-    return ctx.invoked_subcommand is None and "--help" in sys.argv[1:2]
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # `gauge --help` (or -h) lists commands from COMMANDS without importing them.
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -103,6 +103,15 @@ class ModelAPI(abc.ABC):
         self.config = config or GenerateConfig()
         self.model_args = model_args
 
+    @classmethod
+    def route(cls, base_url: str | None, model_args: dict[str, Any]) -> type[ModelAPI]:
+        """The class that serves a model under this provider name.
+
+        One name can cover several modes (`vllm/`: a server when a base URL is
+        known, the in-process engine otherwise); the default is this class.
+        """
+        return cls
+
     @abc.abstractmethod
     async def generate(
         self,

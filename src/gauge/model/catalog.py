@@ -24,7 +24,9 @@ def provider_rows() -> list[dict[str, Any]]:
                     "needs_api_key": False,
                     "api_key_vars": [],
                     "base_url_vars": [],
+                    "default_base_url": None,
                     "honours": [],
+                    "streaming": False,
                     "error": one_line(ex),
                 }
             )

@@ -10,11 +10,13 @@ import orjson
 
 from gauge.errors import ConfigError, MissingAPIKey, ModelNameError, one_line
 from gauge.model.api import ModelAPI
-from gauge.model.config import GenerateConfig
+from gauge.model.config import GenerateConfig, as_config
 from gauge.model.model import Model
 from gauge.model.registry import check_installed, provider_class
 
 MODEL_ENV = "GAUGE_MODEL"
+DEFAULT_MODEL = "hf/gauge-tiny"
+"""The bundled local model: used when no model is named and GAUGE_MODEL is unset."""
 
 _memo: dict[tuple[Any, ...], Model] = {}
 _dotenv_loaded: set[str] = set()
@@ -22,7 +24,7 @@ _dotenv_loaded: set[str] = set()
 
 def get_model(
     model: str | Model | None = None,
-    config: GenerateConfig | None = None,
+    config: GenerateConfig | dict[str, Any] | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     memoize: bool = True,
@@ -30,8 +32,9 @@ def get_model(
 ) -> Model:
     """The Model for `provider/name` (the name part may contain slashes).
 
-    `model=None` reads GAUGE_MODEL. A `.env` file found from the working
-    directory upward is loaded first, without overriding the environment.
+    `model=None` reads GAUGE_MODEL, else uses the bundled `hf/gauge-tiny`. A
+    `.env` file found from the working directory upward is loaded first,
+    without overriding the environment.
     Base URL: argument > `<PROVIDER>_BASE_URL`; key: argument > `<PROVIDER>_API_KEY`.
     Identical calls return the same Model unless `memoize=False`.
     """
@@ -39,13 +42,9 @@ def get_model(
         return model
     load_dotenv()
     if model is None:
-        model = os.environ.get(MODEL_ENV)
-        if not model:
-            raise ModelNameError(
-                f"no model given: pass a model name such as 'openai/gpt-4o-mini' or set {MODEL_ENV}"
-            )
+        model = os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     provider, model_name = parse_model_name(model)
-    config = config or GenerateConfig()
+    config = as_config(config) or GenerateConfig()
     key = None
     if memoize:
         key = _memo_key(model, config, base_url, api_key, model_args)
@@ -54,6 +53,12 @@ def get_model(
     cls = provider_class(provider)
     check_installed(provider, cls)
     base_url = base_url or _first_env(env_vars(cls, provider, "BASE_URL")) or cls.default_base_url
+    routed = cls.route(base_url, model_args)
+    if routed is not cls:
+        if not routed.name:
+            routed.name = provider
+        check_installed(provider, routed)
+        cls = routed
     api_key = api_key or _first_env(env_vars(cls, provider, "API_KEY"))
     if cls.needs_api_key and not api_key:
         names = " or ".join(env_vars(cls, provider, "API_KEY"))
@@ -68,6 +73,8 @@ def get_model(
 
 def parse_model_name(model: str) -> tuple[str, str]:
     """Split `provider/name`; the name may itself contain slashes."""
+    if not isinstance(model, str):
+        raise ModelNameError(f"model must be a 'provider/name' string, got {type(model).__name__}")
     provider, sep, name = model.strip().partition("/")
     if not sep or not provider or not name:
         raise ModelNameError(

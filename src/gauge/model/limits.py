@@ -8,6 +8,7 @@ asyncio futures cannot cross loops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections import deque
 
@@ -39,7 +40,9 @@ class ConnectionLimiter:
                 # We were handed a slot just as we were cancelled: pass it on.
                 self.release()
             else:
-                self._waiters.remove(fut)
+                # A release may already have dropped our cancelled future from the queue.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
             raise
 
     def release(self) -> None:

@@ -30,7 +30,8 @@ class ModelUsage(BaseModel):
         def opt(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
 
-        return ModelUsage.model_construct(
+        # Plain construction: pydantic's model_construct is slower for small models.
+        return ModelUsage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             total_tokens=self.total_tokens + other.total_tokens,

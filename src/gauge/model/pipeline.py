@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from gauge.errors import ModelTimeout
@@ -38,6 +39,22 @@ class ModelRequest:
 Call = Callable[[ModelRequest], Awaitable[ModelOutput]]
 Stage = Callable[[Call], Call]
 Sleep = Callable[[float], Awaitable[object]]
+
+call_observer: ContextVar[Callable[[RetryDecision], None] | None] = ContextVar(
+    "gauge_call_observer", default=None
+)
+"""Called with the decision for every failed attempt made in this context.
+
+The eval runner sets one per sample to count retries and rate-limit hits; the
+model layer knows nothing about who listens.
+"""
+
+
+def observe(decision: RetryDecision) -> None:
+    """Tell this context's observer, if any, about a failed attempt."""
+    observer = call_observer.get()
+    if observer is not None:
+        observer(decision)
 
 
 def build_pipeline(inner: Call, stages: Sequence[Stage]) -> Call:
@@ -72,8 +89,8 @@ def total_deadline(call: Call) -> Call:
             if not deadline.expired():
                 raise
             error = ModelTimeout(
-                f"model call exceeded timeout={seconds:g}s "
-                f"after {len(request.attempts) + 1} attempt(s); raise --timeout to wait longer"
+                f"model call exceeded timeout={seconds:g}s after "
+                f"{len(request.attempts)} failed attempt(s); raise the timeout to wait longer"
             )
             attach_history(error, request.attempts)
             raise error from ex
@@ -96,6 +113,7 @@ def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
                     return await call(request)
                 except Exception as ex:
                     decision = classify(api, ex)
+                    observe(decision)
                     attempt = Attempt(
                         len(request.attempts) + 1,
                         describe(ex),

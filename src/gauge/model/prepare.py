@@ -6,12 +6,14 @@ conversation of plain text) costs one scan.
 
 from __future__ import annotations
 
+from gauge.errors import ConfigError
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig
 from gauge.model.content import Content, ContentImage, ContentReasoning, ContentText
 from gauge.model.messages import (
     ChatMessage,
     ChatMessageAssistant,
+    ChatMessageBase,
     ChatMessageSystem,
     ChatMessageTool,
     ChatMessageUser,
@@ -23,15 +25,29 @@ def as_messages(input: str | list[ChatMessage]) -> list[ChatMessage]:
     """A new list of messages (a string becomes one user message)."""
     if isinstance(input, str):
         return [ChatMessageUser(content=input)]
-    return list(input)
+    messages = list(input) if isinstance(input, list | tuple) else None
+    if messages is None:
+        raise ConfigError(
+            f"input must be a string or a list of chat messages, got {type(input).__name__}"
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, ChatMessageBase):
+            raise ConfigError(
+                f"input message {i} is a {type(message).__name__}, not a chat message: "
+                "use ChatMessageUser(content=...) and friends"
+            )
+    return messages
 
 
 def prepare_messages(
     messages: list[ChatMessage], api: ModelAPI, config: GenerateConfig
 ) -> list[ChatMessage]:
-    """Apply system_message, reasoning history, tool-image moves and collapsing."""
+    """Apply system_message, tool-output limits, reasoning history, tool-image moves
+    and collapsing."""
     if config.system_message:
         messages = insert_system_message(messages, config.system_message)
+    if config.max_tool_output is not None:
+        messages = truncate_tool_output(messages, config.max_tool_output)
     has_reasoning = has_tool_images = False
     for message in messages:
         if isinstance(message.content, list):
@@ -60,6 +76,43 @@ def insert_system_message(messages: list[ChatMessage], text: str) -> list[ChatMe
     while index < len(messages) and messages[index].role == "system":
         index += 1
     return [*messages[:index], ChatMessageSystem(content=text), *messages[index:]]
+
+
+def truncate_tool_output(messages: list[ChatMessage], limit: int) -> list[ChatMessage]:
+    """Cut the text of each tool message to `limit` UTF-8 bytes, saying so at the end."""
+    result: list[ChatMessage] = []
+    for message in messages:
+        if isinstance(message, ChatMessageTool):
+            content = message.content
+            if isinstance(content, str):
+                text = _truncate(content, limit, limit)
+                if text is not None:
+                    message = message.model_copy(update={"content": text})
+            else:
+                budget, changed = limit, False
+                parts: list[Content] = []
+                for part in content:
+                    if isinstance(part, ContentText):
+                        if changed:
+                            continue  # the budget is spent: later text parts are dropped
+                        text = _truncate(part.text, budget, limit)
+                        if text is not None:
+                            part, changed = ContentText(text=text), True
+                        budget = max(0, budget - len(part.text.encode()))
+                    parts.append(part)
+                if changed:
+                    message = message.model_copy(update={"content": parts})
+        result.append(message)
+    return result
+
+
+def _truncate(text: str, budget: int, limit: int) -> str | None:
+    """`text` cut to `budget` bytes with a note, or None when it fits."""
+    data = text.encode()
+    if len(data) <= budget:
+        return None
+    # errors="ignore" drops a multi-byte character cut in half
+    return data[:budget].decode(errors="ignore") + f"\n[tool output truncated to {limit} bytes]"
 
 
 def resolve_reasoning_history(api: ModelAPI, config: GenerateConfig) -> str:

@@ -30,7 +30,7 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry` (1-based)."""
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_delay * 5) * (1 + 0.1 * self.rng.random())
-        wait = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        wait = min(self.max_delay, self.base_delay * 2.0 ** (retry - 1))
         return wait * (0.5 + 0.5 * self.rng.random())
 
 

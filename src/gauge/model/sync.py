@@ -12,6 +12,9 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from gauge.errors import ConfigError, one_line
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import (
     ChatMessage,
@@ -54,14 +57,15 @@ def messages_from_dicts(messages: list[dict[str, Any]]) -> list[ChatMessage]:
     result: list[ChatMessage] = []
     for i, item in enumerate(messages):
         role = item.get("role") if isinstance(item, dict) else None
-        if role == "tool":
-            result.append(ChatMessageTool.model_validate(item))
-        elif role in _ROLES:
-            result.append(_ROLES[role].model_validate(item))
-        else:
-            raise ValueError(
+        cls = ChatMessageTool if role == "tool" else _ROLES.get(role)  # type: ignore[arg-type]
+        if cls is None:
+            raise ConfigError(
                 f"message {i} needs a role of system, user, assistant or tool, got {role!r}"
             )
+        try:
+            result.append(cls.model_validate(item))
+        except ValidationError as ex:
+            raise ConfigError(f"message {i} ({role}): {one_line(ex)}") from None
     return result
 
 
@@ -116,4 +120,9 @@ class SyncModel:
 
 
 def _config(values: dict[str, Any]) -> GenerateConfig | None:
-    return GenerateConfig(**values) if values else None
+    if not values:
+        return None
+    try:
+        return GenerateConfig(**values)
+    except ValidationError as ex:
+        raise ConfigError(f"bad generate option: {one_line(ex)}") from None
