@@ -15,7 +15,7 @@ import email.utils
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -42,6 +42,9 @@ class HTTPStatusError(Exception):
 
 class HTTPConnectionError(ConnectionError):
     """No usable answer: refused, reset, closed mid-body, or not parseable."""
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class HttpClient:
@@ -84,12 +87,12 @@ class HttpClient:
         payload: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> tuple[Any, dict[str, str]]:
-        """POST `payload` as JSON; return (parsed body, lower-cased headers)."""
+    ) -> tuple[Any, Mapping[str, str]]:
+        """POST `payload` as JSON; return (parsed body, case-insensitive headers)."""
         import aiohttp
 
         data = orjson.dumps(payload)
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        hdrs = {**_JSON, **headers} if headers else _JSON
         try:
             async with self.session().post(
                 self.url(path), data=data, headers=hdrs, params=params
@@ -101,8 +104,8 @@ class HttpClient:
 
     async def get_json(
         self, path: str, headers: Mapping[str, str] | None = None
-    ) -> tuple[Any, dict[str, str]]:
-        """GET `path`; return (parsed body, lower-cased headers)."""
+    ) -> tuple[Any, Mapping[str, str]]:
+        """GET `path`; return (parsed body, case-insensitive headers)."""
         import aiohttp
 
         try:
@@ -118,7 +121,7 @@ class HttpClient:
         payload: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """POST `payload` and yield each server-sent event's `data` (without `[DONE]`)."""
         import aiohttp
 
@@ -158,8 +161,9 @@ class HttpClient:
         self._sessions.clear()
 
 
-def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
-    lowered = {k.lower(): v for k, v in headers.items()}
+def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, Mapping[str, str]]:
+    # Headers are passed through as the response's own case-insensitive mapping:
+    # copying them on every success costs more than the rest of the decoding.
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
@@ -169,8 +173,8 @@ def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, d
             ) from None
         body = raw.decode(errors="replace")
     if status >= 300:
-        raise HTTPStatusError(status, error_message(body), body, lowered)
-    return body, lowered
+        raise HTTPStatusError(status, error_message(body), body, headers)
+    return body, headers
 
 
 def error_message(body: Any) -> str:
