@@ -1,0 +1,146 @@
+"""mistral/<model>: the Mistral chat completions API over direct HTTP.
+
+    request.py   messages, tools, config -> request body
+    response.py  response / stream chunks -> ModelOutput / text deltas
+    errors.py    exceptions -> RetryDecision
+
+Env: MISTRAL_API_KEY, MISTRAL_BASE_URL (default https://api.mistral.ai/v1).
+Azure-hosted Mistral: AZURE_MISTRAL_API_KEY with AZURE_MISTRAL_BASE_URL (the
+deployment's endpoint). A base URL without a path gets `/v1`; `/chat/completions`
+is appended to it.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import orjson
+
+from gauge.errors import ConfigError
+from gauge.model.api import ModelAPI, RetryDecision
+from gauge.model.config import GenerateConfig
+from gauge.model.messages import ChatMessage
+from gauge.model.output import ModelOutput
+from gauge.model.providers._http import HttpClient, HTTPConnectionError, HTTPStatusError
+from gauge.model.providers.mistral import errors
+from gauge.model.providers.mistral.request import build_body
+from gauge.model.providers.mistral.response import parse_completion, stream_text
+from gauge.model.tools import ToolChoice, ToolInfo
+
+MISTRAL_URL = "https://api.mistral.ai/v1"
+CHAT_PATH = "chat/completions"
+_TRUE = ("1", "true", "yes", "on")
+
+
+class MistralAPI(ModelAPI):
+    """Mistral models on La Plateforme or an Azure AI deployment."""
+
+    needs_api_key = True
+    api_key_vars = ("MISTRAL_API_KEY", "AZURE_MISTRAL_API_KEY")
+    base_url_vars = ("MISTRAL_BASE_URL", "AZURE_MISTRAL_BASE_URL")
+    default_base_url = MISTRAL_URL
+    honours: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop_seqs",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "num_choices",
+            "parallel_tool_calls",
+            "response_schema",
+            "extra_headers",
+            "extra_body",
+        }
+    )
+    supports_streaming = True
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig | None = None,
+        safe_prompt: bool | str | None = None,
+        **model_args: Any,
+    ) -> None:
+        if model_args:
+            raise ConfigError(
+                f"mistral does not take model args {', '.join(sorted(model_args))}; "
+                "known: safe_prompt"
+            )
+        base_url = base_url or MISTRAL_URL
+        azure_key = os.environ.get("AZURE_MISTRAL_API_KEY")
+        if (
+            azure_key
+            and api_key == azure_key
+            and not os.environ.get("MISTRAL_API_KEY")
+            and base_url == MISTRAL_URL
+        ):
+            raise ConfigError(
+                "AZURE_MISTRAL_API_KEY is set but no endpoint: set AZURE_MISTRAL_BASE_URL to "
+                "your Azure deployment's URL (https://<name>.<region>.models.ai.azure.com)"
+            )
+        super().__init__(model_name, with_version(base_url), api_key, config)
+        if isinstance(safe_prompt, str):
+            safe_prompt = safe_prompt.lower() in _TRUE
+        self.safe_prompt = safe_prompt
+        key = self.api_key.get() if self.api_key else ""
+        self._client = HttpClient(self.base_url or MISTRAL_URL, {"Authorization": f"Bearer {key}"})
+
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        body = build_body(self.model_name, input, tools, tool_choice, config, self.safe_prompt)
+        try:
+            data, _ = await self._client.post_json(CHAT_PATH, body, headers=config.extra_headers)
+        except HTTPStatusError as ex:
+            raise errors.with_message(ex) from None
+        return parse_completion(data, self.model_name)
+
+    async def stream(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> AsyncIterator[str]:
+        body = build_body(self.model_name, input, tools, tool_choice, config, self.safe_prompt)
+        body["stream"] = True
+        try:
+            async for data in self._client.stream_sse(
+                CHAT_PATH, body, headers=config.extra_headers
+            ):
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise HTTPConnectionError(f"unreadable stream chunk: {data[:200]!r}") from None
+                if text := stream_text(chunk):
+                    yield text
+        except HTTPStatusError as ex:
+            raise errors.with_message(ex) from None
+
+    def classify_error(self, ex: BaseException) -> RetryDecision:
+        return errors.classify(ex)
+
+    def collapse_user_messages(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def with_version(base_url: str) -> str:
+    """`base_url` with `/v1` appended when it has no path (the SDKs' convention)."""
+    if urllib.parse.urlsplit(base_url).path.strip("/"):
+        return base_url.rstrip("/")
+    return base_url.rstrip("/") + "/v1"
