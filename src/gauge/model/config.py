@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gauge.model.cache.policy import CachePolicy, config_value
+
 
 class ResponseSchema(BaseModel):
     """Ask the model for JSON matching `json_schema` (structured output)."""
@@ -48,6 +50,10 @@ class GenerateConfig(BaseModel):
     """Bytes of tool output kept when tool results are sent back."""
     drop_unsupported: bool | None = None
     """Drop (with a warning) fields the provider cannot honour instead of failing."""
+    cache: bool | CachePolicy | None = None
+    """Reuse stored responses: True (expiry 1W), an expiry such as "1D", or a CachePolicy."""
+
+    _cache_value = field_validator("cache", mode="before")(config_value)
 
     # -- sampling and output (mapped by each provider that honours them) --
     max_tokens: int | None = Field(default=None, ge=1)
@@ -121,12 +127,29 @@ PIPELINE_FIELDS = frozenset(
         "system_message",
         "max_tool_output",
         "drop_unsupported",
+        # gauge filters the replayed reasoning itself (prepare.filter_reasoning)
+        "reasoning_history",
+        "cache",
     }
 )
 """Fields gauge applies itself, for every provider."""
 
-ADVISORY_FIELDS = frozenset({"cache_prompt", "internal_tools", "reasoning_history"})
+ADVISORY_FIELDS = frozenset({"cache_prompt", "internal_tools"})
 """Fields that never change results; a provider that lacks them gets a warning."""
 
 PROVIDER_FIELDS = frozenset(GenerateConfig.model_fields) - PIPELINE_FIELDS
 """Fields a provider must declare in `honours` to receive."""
+
+
+def as_config(value: GenerateConfig | dict[str, Any] | None) -> GenerateConfig | None:
+    """`value` as a GenerateConfig; a plain dict is validated (one-line error if bad)."""
+    if value is None or isinstance(value, GenerateConfig):
+        return value
+    from gauge.errors import ConfigError, one_line
+
+    if isinstance(value, dict):
+        try:
+            return GenerateConfig(**value)
+        except ValueError as ex:
+            raise ConfigError(f"bad config: {one_line(ex)}") from None
+    raise ConfigError(f"config must be a GenerateConfig or a dict, got {type(value).__name__}")

@@ -8,10 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from gauge.errors import ConfigError, UnsupportedConfig
+from gauge.errors import UnsupportedConfig
 from gauge.model import pipeline
 from gauge.model.api import ModelAPI
-from gauge.model.config import ADVISORY_FIELDS, PROVIDER_FIELDS, GenerateConfig
+from gauge.model.cache.policy import CachePolicy
+from gauge.model.cache.stage import cache_config, is_hit, response_cache
+from gauge.model.config import ADVISORY_FIELDS, PROVIDER_FIELDS, GenerateConfig, as_config
 from gauge.model.limits import connection_limiter
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, ModelUsage
@@ -56,6 +58,7 @@ class Model:
             pipeline.provider_call(api),
             [
                 pipeline.total_deadline,
+                response_cache(api),
                 pipeline.retry(api, self.retry_policy, self._sleep),
                 pipeline.connection_slot(api),
                 pipeline.attempt,
@@ -75,17 +78,21 @@ class Model:
         input: str | list[ChatMessage],
         tools: list[ToolInfo] | None = None,
         tool_choice: ToolChoice | None = None,
-        config: GenerateConfig | None = None,
-        cache: bool = False,
+        config: GenerateConfig | dict[str, Any] | None = None,
+        cache: bool | str | CachePolicy | None = None,
     ) -> ModelOutput:
-        """Generate a reply to `input` (a prompt or a conversation)."""
-        if cache:
-            raise ConfigError(
-                "the response cache is not part of this build; call generate without cache="
-            )
+        """Generate a reply to `input` (a prompt or a conversation).
+
+        `cache`: True, an expiry such as "1D", or a CachePolicy reuses stored
+        responses; False turns the cache off; None follows `config.cache`.
+        """
+        if cache is not None:
+            layer = cache_config(cache)
+            base = as_config(config)
+            config = layer if base is None else base.merge(layer)
         request = self._request(input, tools, tool_choice, config)
         output = await self._call(request)
-        if output.usage is not None:
+        if output.usage is not None and not is_hit(output):
             self._account(output.usage)
         return output
 
@@ -94,7 +101,7 @@ class Model:
         input: str | list[ChatMessage],
         tools: list[ToolInfo] | None = None,
         tool_choice: ToolChoice | None = None,
-        config: GenerateConfig | None = None,
+        config: GenerateConfig | dict[str, Any] | None = None,
     ) -> AsyncIterator[str]:
         """Yield text deltas as they arrive.
 
@@ -126,7 +133,9 @@ class Model:
                             yielded = True
                             yield delta
                     finally:
-                        await deltas.aclose()
+                        # Async generators close here, deterministically; other iterators may not.
+                        if (aclose := getattr(deltas, "aclose", None)) is not None:
+                            await aclose()
                 finally:
                     limiter.release()
             except Exception as ex:
@@ -136,6 +145,7 @@ class Model:
                         f"({cfg.attempt_timeout or cfg.timeout}s)"
                     )
                 decision = pipeline.classify(self.api, ex)
+                pipeline.observe(decision)
                 request.attempts.append(
                     Attempt(
                         len(request.attempts) + 1,
@@ -158,9 +168,10 @@ class Model:
         input: str | list[ChatMessage],
         tools: list[ToolInfo] | None,
         tool_choice: ToolChoice | None,
-        config: GenerateConfig | None,
+        config: GenerateConfig | dict[str, Any] | None,
     ) -> pipeline.ModelRequest:
-        cfg = self.config.merge(config) if config is not None else self.config
+        call_config = config if isinstance(config, GenerateConfig) else as_config(config)
+        cfg = self.config.merge(call_config) if call_config is not None else self.config
         cfg = self._check_supported(cfg)
         messages = prepare_messages(as_messages(input), self.api, cfg)
         tool_list, choice = resolve_tools(messages, list(tools or ()), tool_choice, self.api)
@@ -172,7 +183,7 @@ class Model:
         unsupported = [
             name
             for name in config.model_fields_set
-            if name in PROVIDER_FIELDS and name not in honours and getattr(config, name) is not None
+            if name in PROVIDER_FIELDS and name not in honours and _asks(getattr(config, name))
         ]
         if not unsupported:
             return config
@@ -235,6 +246,11 @@ class Model:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _asks(value: object) -> bool:
+    """Whether a config value asks for something (None, False, [] and {} ask for nothing)."""
+    return value is not None and value is not False and value != [] and value != {}
 
 
 def _remaining(deadline: float | None, per_step: float | None) -> float | None:

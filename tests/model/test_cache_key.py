@@ -1,0 +1,214 @@
+"""The cache key: what goes into it, what stays out, and how explain compares keys."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+import pytest
+
+from gauge.model.cache.key import (
+    CacheKey,
+    compare,
+    message_material,
+    public_url,
+    request_key,
+)
+from gauge.model.cache.policy import CachePolicy, cache_epoch
+from gauge.model.config import GenerateConfig
+from gauge.model.messages import (
+    ChatMessage,
+    ChatMessageAssistant,
+    ChatMessageSystem,
+    ChatMessageTool,
+    ChatMessageUser,
+)
+from gauge.model.tools import ToolCall, ToolFunction, ToolInfo
+
+POLICY = CachePolicy()
+
+
+def key(
+    messages: list[ChatMessage] | None = None,
+    config: GenerateConfig | None = None,
+    policy: CachePolicy = POLICY,
+    base_url: str | None = "https://api.example.com/v1",
+    tools: list[ToolInfo] | None = None,
+    tool_choice: object = "none",
+    epoch: int | None = None,
+    model: str = "gpt-x",
+) -> CacheKey:
+    return request_key(
+        "openai",
+        model,
+        base_url,
+        messages if messages is not None else [ChatMessageUser(content="What is 2+2?")],
+        tools or [],
+        tool_choice,  # type: ignore[arg-type]
+        config or GenerateConfig(),
+        policy,
+        epoch=epoch,
+    )
+
+
+def test_key_is_sha256_of_canonical_json_of_the_components() -> None:
+    k = key(config=GenerateConfig(temperature=0.5))
+    components = {name: orjson.loads(value) for name, value in k.components.items()}
+    canonical = orjson.dumps(components, option=orjson.OPT_SORT_KEYS)
+    assert k.digest == hashlib.sha256(canonical).digest()
+    assert len(k.hex) == 64
+    assert components["config.temperature"] == 0.5
+    assert components["messages"] == [{"role": "user", "content": "What is 2+2?"}]
+    assert components["provider"] == "openai" and components["model"] == "gpt-x"
+    assert components["epoch"] == 0 and components["scopes"] == {}
+    assert components["schema"] == 1
+    assert k.model == "openai/gpt-x"
+
+
+def test_same_request_same_key_and_message_ids_do_not_matter() -> None:
+    a = key([ChatMessageUser(content="hi", id="a1", source="input", metadata={"x": 1})])
+    b = key([ChatMessageUser(content="hi", id="zz")])
+    assert a.digest == b.digest
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"messages": [ChatMessageUser(content="What is 2+3?")]},
+        {"config": GenerateConfig(temperature=0.7)},
+        {"config": GenerateConfig(max_tokens=5)},
+        {"config": GenerateConfig(seed=1)},
+        {"config": GenerateConfig(stop_seqs=["\n"])},
+        {"config": GenerateConfig(extra_body={"top_a": 1})},
+        {"config": GenerateConfig(extra_headers={"x-variant": "b"})},
+        {"base_url": "https://other.example.com/v1"},
+        {"tools": [ToolInfo(name="calc")]},
+        {"tool_choice": ToolFunction(name="calc")},
+        {"epoch": 2},
+        {"policy": CachePolicy(scopes={"role": "grader"})},
+        {"model": "gpt-y"},
+    ],
+)
+def test_result_changing_inputs_change_the_key(change: dict[str, object]) -> None:
+    assert key(**change).digest != key().digest  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        GenerateConfig(timeout=5),
+        GenerateConfig(attempt_timeout=1),
+        GenerateConfig(max_retries=0),
+        GenerateConfig(max_connections=3),
+        GenerateConfig(drop_unsupported=True),
+        GenerateConfig(cache_prompt=True),
+        GenerateConfig(cache="1D"),
+        GenerateConfig(reasoning_history="none"),
+        GenerateConfig(temperature=None),
+        GenerateConfig(extra_headers={"Authorization": "Bearer sk-secret"}),
+    ],
+)
+def test_timeouts_retries_connections_and_secrets_leave_the_key_alone(
+    config: GenerateConfig,
+) -> None:
+    assert key(config=config).digest == key().digest
+
+
+def test_expiry_is_not_part_of_the_key() -> None:
+    assert (
+        key(policy=CachePolicy(expiry="1D")).digest == key(policy=CachePolicy(expiry="1W")).digest
+    )
+    assert key(policy=CachePolicy(expiry=None)).digest == key().digest
+
+
+def test_epoch_comes_from_the_context_var_unless_per_epoch_is_off() -> None:
+    token = cache_epoch.set(3)
+    try:
+        assert key().digest == key(epoch=3).digest
+        assert key().digest != key(epoch=0).digest
+    finally:
+        cache_epoch.reset(token)
+    flat = CachePolicy(per_epoch=False)
+    assert key(policy=flat, epoch=1).digest == key(policy=flat, epoch=7).digest
+    assert "epoch" not in key(policy=flat).components
+
+
+def test_auth_headers_and_url_credentials_never_enter_the_key_material() -> None:
+    config = GenerateConfig(
+        extra_headers={
+            "Authorization": "Bearer sk-live-1",
+            "x-api-key": "sk-live-2",
+            "Cookie": "session=sk-live-3",
+            "x-variant": "b",
+        }
+    )
+    k = key(
+        config=config, base_url="https://user:sk-live-4@api.example.com/v1/?api_key=sk-live-5&v=2"
+    )
+    material = b"".join(k.components.values()) + orjson.dumps(k.fingerprint())
+    for secret in (b"sk-live-1", b"sk-live-2", b"sk-live-3", b"sk-live-4", b"sk-live-5"):
+        assert secret not in material
+    assert orjson.loads(k.components["config.extra_headers"]) == {"x-variant": "b"}
+    assert orjson.loads(k.components["base_url"]) == "https://api.example.com/v1?v=2"
+
+
+def test_public_url() -> None:
+    assert public_url(None) is None
+    assert public_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    assert (
+        public_url("https://u:p@h.example.com/x?token=t&model=a")
+        == "https://h.example.com/x?model=a"
+    )
+
+
+def test_tool_call_ids_are_renumbered_so_fresh_ids_still_match() -> None:
+    def conversation(call_id: str) -> list[ChatMessage]:
+        return [
+            ChatMessageSystem(content="Use the tool."),
+            ChatMessageUser(content="2+2?"),
+            ChatMessageAssistant(
+                content="",
+                tool_calls=[ToolCall(id=call_id, function="calc", arguments={"e": "2+2"})],
+                model="m",
+            ),
+            ChatMessageTool(content="4", tool_call_id=call_id, function="calc"),
+        ]
+
+    first, second = conversation("call_8f2a"), conversation("toolu_01XYZ")
+    assert key(first).digest == key(second).digest
+    material = message_material(first)
+    assert material[2]["tool_calls"][0]["id"] == "call_0"
+    assert material[3]["tool_call_id"] == "call_0"
+    # The link between a call and its result still counts.
+    third = conversation("a")
+    third[3] = ChatMessageTool(content="4", tool_call_id="other", function="calc")
+    assert key(third).digest != key(first).digest
+
+
+def test_compare_names_the_differing_components() -> None:
+    stored = key(
+        [ChatMessageSystem(content="Be brief."), ChatMessageUser(content="What is 2+2?")],
+        config=GenerateConfig(temperature=0.0),
+    )
+    request = key(
+        [ChatMessageSystem(content="Be brief."), ChatMessageUser(content="What is 2+3?")],
+        config=GenerateConfig(temperature=0.7, seed=1),
+    )
+    equal, differences = compare(request.fingerprint(), stored.fingerprint())
+    assert equal == len(stored.components) - 2
+    assert differences == [
+        "config.seed: set in the request (1), absent in the entry",
+        "config.temperature: 0.7 in the request, 0.0 in the entry",
+        'messages: message 2 differs: {"content":"What is 2+3?","role":"user"} in the request, '
+        '{"content":"What is 2+2?","role":"user"} in the entry',
+    ]
+
+
+def test_long_components_are_fingerprinted_by_digest() -> None:
+    long = key([ChatMessageUser(content="x" * 500)])
+    other = key([ChatMessageUser(content="y" * 500)])
+    fingerprint = long.fingerprint()
+    assert fingerprint["messages"][0].startswith("sha256:")
+    assert len(orjson.dumps(fingerprint)) < 400
+    _, differences = compare(other.fingerprint(), fingerprint)
+    assert differences == ["messages: message 1 differs"]
