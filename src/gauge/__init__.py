@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "ChatMessageAssistant": "gauge.model.messages",
     "ChatMessageTool": "gauge.model.messages",
     "GaugeError": "gauge.errors",
+    "Task": "gauge.evaluation.task",
+    "task": "gauge.evaluation.task",
+    "eval": "gauge.evaluation.runner",
+    "eval_async": "gauge.evaluation.runner",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

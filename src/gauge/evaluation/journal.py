@@ -1,0 +1,175 @@
+"""The run journal: one append-only JSONL file per (task, model) run.
+
+    {"type": "header", ...}    task, model info, resolved config, versions
+    {"type": "sample", ...}    one per finished sample (id, epoch, input, output, scores, ...)
+    {"type": "summary", ...}   results, written when the run ends (also when it fails)
+
+Lines are serialised with orjson, redacted, and written through a buffer that is
+flushed to the OS every `FLUSH_LINES` lines or `FLUSH_SECONDS`, whichever comes
+first. A `kill -9` therefore loses the samples in flight plus at most one
+unflushed batch (< FLUSH_LINES lines, at most FLUSH_SECONDS old). A resumed
+run appends to the same file; a torn last line (killed mid-write) is skipped on
+read and cut off before appending. For one (id, epoch), the last line wins.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from gauge.errors import GaugeError
+from gauge.evaluation.redact import Redactor
+
+FLUSH_LINES = 64
+FLUSH_SECONDS = 0.25
+
+
+class JournalError(GaugeError, ValueError):
+    """A journal file is missing or not a gauge journal."""
+
+    exit_code = 2
+
+
+def _default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json", exclude_none=True)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    """One journal record as JSON bytes (non-JSON values become their repr)."""
+    return orjson.dumps(record, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+class JournalWriter:
+    """Appends redacted JSON lines, flushing in small batches."""
+
+    def __init__(self, path: Path, redactor: Redactor, append: bool = False) -> None:
+        self.path = path
+        self.redactor = redactor
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if append:
+            _cut_torn_tail(path)
+        self._file: IO[bytes] = open(path, "ab" if append else "xb")  # noqa: SIM115
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record; flush when the batch is full or old enough."""
+        self._file.write(self.redactor.line(dumps(record)) + b"\n")
+        self._pending += 1
+        if self._pending >= FLUSH_LINES or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand buffered lines to the OS (they survive a process kill from here on)."""
+        if self._pending:
+            self._file.flush()
+            self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush and close (fsync once, so the finished journal survives a power loss too)."""
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    with open(path, "rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        file.seek(max(0, size - 1))
+        if file.read(1) == b"\n":
+            return
+        # Find the last newline and truncate after it.
+        block = min(size, 1 << 20)
+        file.seek(size - block)
+        tail = file.read(block)
+        cut = tail.rfind(b"\n")
+        file.truncate(size - block + cut + 1 if cut >= 0 else 0)
+
+
+@dataclass
+class Journal:
+    """A journal read back: its header, latest sample line per (id, epoch), summaries."""
+
+    path: Path
+    header: dict[str, Any]
+    samples: dict[tuple[Any, int], dict[str, Any]] = field(default_factory=dict)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    torn_lines: int = 0
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The last summary written (None if the run never finished)."""
+        return self.summaries[-1] if self.summaries else None
+
+    def done(self) -> set[tuple[Any, int]]:
+        """(id, epoch) pairs that finished without error."""
+        return {key for key, line in self.samples.items() if not line.get("error")}
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, record) for each line; None for a line that is not JSON."""
+    try:
+        file = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise JournalError(
+            f"journal {path} not found; give a .jsonl file written by gauge eval"
+        ) from None
+    except OSError as ex:
+        raise JournalError(f"cannot read journal {path}: {ex.strerror}") from None
+    with file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield number, None
+                continue
+            yield number, record if isinstance(record, dict) else None
+
+
+def read_journal(path: str | Path) -> Journal:
+    """Read a journal; a torn line (from a killed run) is counted and skipped."""
+    path = Path(path)
+    journal: Journal | None = None
+    torn = 0
+    for number, record in iter_lines(path):
+        if record is None:
+            torn += 1
+            continue
+        kind = record.get("type")
+        if journal is None:
+            if kind != "header":
+                raise JournalError(f"{path}:{number}: not a gauge journal (no header line first)")
+            journal = Journal(path, record)
+        elif kind == "sample":
+            journal.samples[(_key_id(record.get("id")), int(record.get("epoch", 1)))] = record
+        elif kind == "summary":
+            journal.summaries.append(record)
+    if journal is None:
+        raise JournalError(f"{path}: empty journal; it has no header line")
+    journal.torn_lines = torn
+    return journal
+
+
+def _key_id(value: Any) -> Any:
+    # Ids round-trip through JSON: keep ints and strings, and compare them as such.
+    return value if isinstance(value, int | str) else str(value)

@@ -1,0 +1,436 @@
+"""The eval runner: run a Task's samples on one or more models, journal and score them.
+
+A bounded pool of worker coroutines pulls (sample, epoch) pairs from one shared
+generator, so 100,000 samples never become 100,000 asyncio tasks. Each finished
+sample is written to the journal at once (see sample.py). Sample errors
+count toward `max_errors`; past it the run stops, the journal is kept, and the
+error says how to resume. Several models run concurrently, sharing one display.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gauge.errors import GaugeError, one_line
+from gauge.evaluation.dataset import Sample
+from gauge.evaluation.journal import JournalWriter, read_journal
+from gauge.evaluation.progress import REFRESH_HZ, Counters, ProgressDisplay
+from gauge.evaluation.redact import Redactor
+from gauge.evaluation.results import Aggregator, EvalResult
+from gauge.evaluation.sample import instrument, make_generate, run_sample
+from gauge.evaluation.state import _active_model, _built_helpers
+from gauge.evaluation.task import TASK_ATTR, Task, TaskError, load_task
+from gauge.model.config import GenerateConfig
+from gauge.model.model import Model
+
+DEFAULT_LOG_DIR = "logs"
+
+
+class EvalError(GaugeError):
+    """A run stopped: too many sample errors, or a bad eval setting."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, results: list[EvalResult] | None = None) -> None:
+        super().__init__(message)
+        self.results = results or []
+        """Every run's result, the stopped ones included (status "error")."""
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("gauge", "pydantic", "aiohttp", "orjson", "rich", "openai"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def journal_path(log_dir: str | Path, task: str, model: str) -> Path:
+    """A new journal file name: time, task and model, plus a short random suffix."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S")
+    safe_model = "".join(c if c.isalnum() or c in "-." else "_" for c in model)
+    safe_task = "".join(c if c.isalnum() or c in "-." else "_" for c in task)
+    return Path(log_dir) / f"{stamp}_{safe_task}_{safe_model}_{uuid.uuid4().hex[:6]}.jsonl"
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """How to run: limits, epochs, journal place, error budget, display."""
+
+    limit: int | None = None
+    epochs: int | None = None
+    log_dir: str | Path = DEFAULT_LOG_DIR
+    max_errors: int = 0
+    max_connections: int | None = None
+    display: bool = True
+    console: Any = None
+    extra_header: dict[str, Any] | None = None
+    """Recorded in the journal header (CLI flags, model args), redacted."""
+
+
+async def run_task(
+    task: Task,
+    model: Model,
+    config: GenerateConfig | None = None,
+    options: RunOptions | None = None,
+    resume: str | Path | None = None,
+    redactor: Redactor | None = None,
+    model_args: dict[str, Any] | None = None,
+    display: ProgressDisplay | None = None,
+) -> EvalResult:
+    """Run `task` on `model`, writing one journal; resume an existing journal if given.
+
+    `model_args` are the arguments the model was built with (recorded, redacted,
+    so a resume can rebuild it); default: what the provider kept. `display`
+    shares one live display between runs; without it (and with
+    `options.display`) the run shows its own. A run stopped by `max_errors`
+    returns with `status="error"` and the reason in `message`.
+    """
+    options = options or RunOptions()
+    redactor = redactor or Redactor.from_environ()
+    epochs = options.epochs or task.epochs
+    samples: Sequence[Sample] = task.dataset.samples
+    if options.limit is not None:
+        samples = samples[: options.limit]
+    _check_ids(samples, task)
+    run_config = task.config.merge(config)
+    scorer_metrics = {
+        s.name: tuple(task.metrics) if task.metrics is not None else s.metrics for s in task.scorers
+    }
+    aggregator = Aggregator(scorer_metrics, task.epoch_reducer, epochs)
+    done: set[tuple[Any, int]] = set()
+    if resume is not None:
+        journal = read_journal(resume)
+        path = Path(resume)
+        ids = {s.id for s in samples}
+        for key, line in journal.samples.items():
+            # Only pairs of this run count (a resume may use a smaller --limit or fewer epochs).
+            if not line.get("error") and key[0] in ids and key[1] <= epochs:
+                done.add(key)
+                aggregator.add(key[0], line.get("scores") or {})
+    else:
+        path = journal_path(options.log_dir, task.name, model.name)
+    # Pairs are generated lazily: memory stays O(dataset), not O(samples x epochs).
+    pairs = ((s, e) for e in range(1, epochs + 1) for s in samples if (s.id, e) not in done)
+    pending = sum(1 for s in samples for e in range(1, epochs + 1) if (s.id, e) not in done)
+    counters = Counters(total=pending)
+    _learn_secrets(model, redactor)
+    writer = JournalWriter(path, redactor, append=resume is not None)
+    if resume is None:
+        args = model.api.model_args if model_args is None else model_args
+        writer.write(
+            _header(task, model, args, run_config, options, epochs, len(samples), redactor)
+        )
+    else:
+        writer.write({"type": "resume", "time": datetime.now(UTC).isoformat(), "pending": pending})
+    writer.flush()
+    own_display = display is None and options.display
+    if own_display:
+        display = ProgressDisplay(options.console)
+    if display is not None:
+        display.add(f"{task.name} {model.name}", counters)
+    undo = instrument(model, counters)
+    token = _active_model.set(model)
+    status, message = "success", None
+    started = time.perf_counter()
+    try:
+        await _run_pairs(
+            task, model, run_config, pairs, counters, aggregator, writer, display, options
+        )
+    except _TooManyErrors as ex:
+        status, message = "error", str(ex)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        status, message = "cancelled", "interrupted"
+        raise
+    except BaseException as ex:
+        status, message = "error", f"{type(ex).__name__}: {one_line(ex)}"
+        raise
+    finally:
+        _active_model.reset(token)
+        undo()
+        if own_display and display is not None:
+            display.close()
+        result = EvalResult(
+            task=task.name,
+            model=model.name,
+            journal=str(path),
+            status=status,
+            metrics=aggregator.compute(),
+            samples=len(samples) * epochs,
+            completed=len(done) + counters.done - counters.errors,
+            errors=counters.errors,
+            tokens=counters.tokens,
+            seconds=time.perf_counter() - started,
+            message=message,
+        )
+        writer.write({"type": "summary", **result.as_dict()})
+        writer.close()
+    if status == "error":
+        result.message = (
+            f"{message}; journal kept at {path}; fix the cause and run: gauge eval --resume {path}"
+        )
+    return result
+
+
+class _TooManyErrors(Exception):
+    pass
+
+
+def _learn_secrets(model: Model, redactor: Redactor) -> None:
+    redactor.add(model.api.api_key)
+    redactor.collect(model.api.model_args)
+    if model.api.base_url:
+        redactor.add_url(model.api.base_url)
+
+
+def _check_ids(samples: Sequence[Sample], task: Task) -> None:
+    seen: set[Any] = set()
+    for index, sample in enumerate(samples):
+        if sample.id is None:
+            sample.id = index + 1
+        if sample.id in seen:
+            raise TaskError(
+                f"task {task.name}: sample id {sample.id!r} appears twice; ids must be unique"
+            )
+        seen.add(sample.id)
+
+
+def _header(
+    task: Task,
+    model: Model,
+    model_args: dict[str, Any],
+    config: GenerateConfig,
+    options: RunOptions,
+    epochs: int,
+    samples: int,
+    redactor: Redactor,
+) -> dict[str, Any]:
+    info = model.info()
+    header: dict[str, Any] = redactor.collect(
+        {
+            "type": "header",
+            "version": 1,
+            "created": datetime.now(UTC).isoformat(),
+            "task": {
+                "name": task.name,
+                "spec": task.spec,
+                "args": task.args,
+                "dataset": task.dataset.location or task.dataset.name,
+                "samples": samples,
+                "epochs": epochs,
+                "epoch_reducer": task.epoch_reducer.name,
+                "scorers": [s.name for s in task.scorers],
+                "metadata": task.metadata,
+            },
+            "model": info,
+            "model_args": model_args,
+            "config": config.set_fields(),
+            # What the provider receives: model defaults < task < command line.
+            "resolved_config": model.config.merge(config).set_fields(),
+            "eval": {
+                "limit": options.limit,
+                "epochs": epochs,
+                "max_errors": options.max_errors,
+                **(options.extra_header or {}),
+            },
+            "versions": _versions(),
+        }
+    )
+    return header
+
+
+async def _run_pairs(
+    task: Task,
+    model: Model,
+    config: GenerateConfig,
+    pairs: Iterator[tuple[Sample, int]],
+    counters: Counters,
+    aggregator: Aggregator,
+    writer: JournalWriter,
+    display: ProgressDisplay | None,
+    options: RunOptions,
+) -> None:
+    stop: list[str] = []
+
+    generate = make_generate(model, config)
+
+    async def worker() -> None:
+        for sample, epoch in pairs:
+            if stop:
+                return
+            counters.in_flight += 1
+            try:
+                error = await run_sample(
+                    task, model, sample, epoch, generate, counters, aggregator, writer
+                )
+            finally:
+                counters.in_flight -= 1
+            if error is not None and counters.errors > options.max_errors and not stop:
+                stop.append(
+                    f"{counters.errors} sample error(s), more than --max-errors "
+                    f"{options.max_errors} (sample {sample.id!r} epoch {epoch}: "
+                    f"{error['type']}: {error['message']})"
+                )
+
+    width = options.max_connections or config.max_connections or model.api.max_connections()
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(width, counters.total)))]
+    ticker = asyncio.ensure_future(_tick(writer, display))
+    try:
+        pending = set(workers)
+        while pending:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task_ in finished:
+                task_.result()
+            if stop:
+                # Samples still in flight are dropped; they are re-run on resume.
+                for task_ in pending:
+                    task_.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise _TooManyErrors(stop[0])
+    finally:
+        for task_ in workers:
+            task_.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+async def _tick(writer: JournalWriter, display: ProgressDisplay | None) -> None:
+    # Flushes a journal batch that went quiet and redraws the progress line.
+    while True:
+        await asyncio.sleep(1 / REFRESH_HZ)
+        writer.flush()
+        if display is not None:
+            display.tick()
+
+
+TaskSpec = Task | str | Callable[[], Task]
+"""A Task, a `path.py[@name]` string, or an @task function (called with no arguments)."""
+
+
+def _as_task(spec: Any) -> Task:
+    if isinstance(spec, Task):
+        return spec
+    if isinstance(spec, str):
+        return load_task(spec)
+    if callable(spec) and hasattr(spec, TASK_ATTR):
+        built = spec()
+        if isinstance(built, Task):
+            return built
+    raise TaskError(f"{spec!r} is not a task; give a Task, an @task function or 'path.py@name'")
+
+
+async def eval_async(
+    tasks: TaskSpec | Sequence[TaskSpec],
+    model: str | Model | Sequence[str | Model] | None = None,
+    model_base_url: str | None = None,
+    model_args: dict[str, Any] | None = None,
+    config: GenerateConfig | None = None,
+    resume: str | Path | None = None,
+    **options: Any,
+) -> list[EvalResult]:
+    """Run each task on each model; one journal and one EvalResult per pair.
+
+    Models run concurrently (each runs its tasks in turn). If a run stops at
+    `max_errors`, the others finish, then EvalError is raised (its `results`
+    hold every run's result).
+
+    `options` are RunOptions fields: limit, epochs, log_dir, max_errors,
+    max_connections, display. The response cache is `config.cache`.
+    """
+    from gauge.model.factory import get_model
+
+    specs = list(tasks) if isinstance(tasks, list | tuple) else [tasks]
+    task_list = [_as_task(t) for t in specs]
+    models: list[str | Model | None] = (
+        list(model) if isinstance(model, list | tuple) else [model]  # type: ignore[list-item]
+    )
+    run_options = RunOptions(**options)
+    if resume is not None and (len(task_list) != 1 or len(models) != 1):
+        raise EvalError("--resume continues one journal: give one task and one model")
+    model_args = model_args or {}
+    redactor = Redactor.from_environ()
+    redactor.collect(model_args)
+    if model_base_url:
+        redactor.add_url(model_base_url)
+    if config is not None and config.extra_headers:
+        redactor.collect({"extra_headers": config.extra_headers})
+    helpers: set[Model] = set()
+    token = _built_helpers.set(helpers)
+    display = ProgressDisplay(run_options.console) if run_options.display else None
+    built: list[tuple[Model, bool]] = []
+    try:
+        for entry in models:
+            item = get_model(entry, base_url=model_base_url, **model_args)
+            if any(item.name == other.name for other, _ in built):
+                raise EvalError(f"model {item.name} is listed twice; list each model once")
+            built.append((item, isinstance(entry, Model)))
+
+        async def run_model(item: Model, given: bool) -> list[EvalResult]:
+            out = []
+            try:
+                for task in task_list:
+                    out.append(
+                        await run_task(
+                            task,
+                            item,
+                            config,
+                            run_options,
+                            resume=resume,
+                            redactor=redactor,
+                            model_args=None if given else model_args,
+                            display=display,
+                        )
+                    )
+            finally:
+                if not given:
+                    # Close this loop's connections; a later call opens new ones.
+                    await item.close()
+            return out
+
+        # Models run side by side: each has its own connection limit and journal.
+        per_model = await asyncio.gather(*(run_model(item, given) for item, given in built))
+    finally:
+        _built_helpers.reset(token)
+        if display is not None:
+            display.close()
+        for helper in helpers:
+            await helper.close()
+    results = [result for group in per_model for result in group]
+    failed = [r for r in results if r.status == "error"]
+    if failed:
+        message = "; ".join(f"{r.model} on {r.task}: {r.message}" for r in failed)
+        if len(results) == 1:
+            message = str(failed[0].message)
+        elif len(failed) > 1:
+            message = f"{len(failed)} of {len(results)} runs stopped: {message}"
+        raise EvalError(message, results)
+    return results
+
+
+def eval(
+    tasks: TaskSpec | Sequence[TaskSpec],
+    model: str | Model | Sequence[str | Model] | None = None,
+    **kwargs: Any,
+) -> list[EvalResult]:
+    """Run tasks on models and return their results (blocking; see `eval_async`)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(eval_async(tasks, model, **kwargs))
+    from gauge.model.sync import run_sync
+
+    # Inside a running loop (Jupyter): run on gauge's background loop.
+    return run_sync(eval_async(tasks, model, **kwargs))

@@ -1,0 +1,199 @@
+"""Task, the @task decorator, and loading tasks from `path.py[@name]` with -T arguments."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gauge.errors import GaugeError, one_line
+from gauge.evaluation.dataset import Dataset, Sample, as_dataset
+from gauge.evaluation.metrics import Metric, Reducer, reducer
+from gauge.evaluation.scorer import Scorer
+from gauge.evaluation.solver import Solver, chain, generate
+from gauge.model.config import GenerateConfig
+
+
+class TaskError(GaugeError, ValueError):
+    """A task file, task name or task argument is wrong."""
+
+    exit_code = 2
+
+
+class Task:
+    """What to evaluate: a dataset, the solvers that answer it, and how to score it."""
+
+    def __init__(
+        self,
+        dataset: Dataset | Iterable[Sample] | Iterable[dict[str, Any]],
+        solver: Solver | Sequence[Solver] | None = None,
+        scorer: Scorer | Sequence[Scorer] | None = None,
+        config: GenerateConfig | None = None,
+        epochs: int = 1,
+        epoch_reducer: str | Reducer = "mean",
+        metrics: Sequence[Metric] | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if epochs < 1:
+            raise TaskError(f"epochs must be >= 1, got {epochs}")
+        self.dataset = as_dataset(dataset)
+        solvers = [generate()] if solver is None else [solver] if callable(solver) else list(solver)
+        self.solvers = solvers
+        self.solver = chain(solvers)
+        self.scorers: list[Scorer] = (
+            [] if scorer is None else [scorer] if isinstance(scorer, Scorer) else list(scorer)
+        )
+        for item in self.scorers:
+            if not isinstance(item, Scorer):
+                raise TaskError(
+                    f"scorer {item!r} is not a Scorer; build it with gauge.scorer (e.g. match())"
+                )
+        self.config = config or GenerateConfig()
+        self.epochs = epochs
+        self.epoch_reducer = reducer(epoch_reducer)
+        self.metrics = list(metrics) if metrics is not None else None
+        self.name = name or self.dataset.name
+        self.named = name is not None
+        self.metadata = metadata or {}
+        self.spec: str | None = None
+        """`path.py@name` when loaded from a file (recorded so --resume can rebuild it)."""
+        self.args: dict[str, Any] = {}
+        """The -T arguments the task was built with."""
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, samples={len(self.dataset)}, epochs={self.epochs})"
+
+
+F = TypeVar("F", bound=Callable[..., Task])
+
+TASK_ATTR = "__gauge_task__"
+
+
+def task(fn: F | None = None, *, name: str | None = None) -> Any:
+    """Mark a function returning a Task so `gauge eval file.py@name` can find it."""
+
+    def decorate(func: F) -> F:
+        task_name = name or func.__name__
+
+        @functools.wraps(func)
+        def build(*args: Any, **kwargs: Any) -> Task:
+            result = func(*args, **kwargs)
+            if not isinstance(result, Task):
+                raise TaskError(f"@task {task_name} returned {type(result).__name__}, not a Task")
+            if not result.named:
+                result.name = task_name
+            result.args = dict(kwargs)
+            return result
+
+        setattr(build, TASK_ATTR, task_name)
+        return build  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def parse_task_args(pairs: Iterable[str]) -> dict[str, Any]:
+    """`["k=v", ...]` as a dict; values are read by `parse_value`."""
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise TaskError(f"-T {pair!r} must be name=value, e.g. -T limit=10")
+        args[key] = parse_value(raw)
+    return args
+
+
+def parse_value(raw: str) -> Any:
+    """A flag value as YAML (`3`, `0.5`, `true`, `[a, b]`, `{k: v}`); other text stays text.
+
+    Only explicit brackets make a list or mapping, so `ANSWER: B` stays a string.
+    """
+    import yaml
+
+    text = raw.strip()
+    if not text:
+        return ""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict) and not text.startswith("{"):
+        return raw
+    if isinstance(value, list) and not text.startswith("["):
+        return raw
+    return raw if value is None and text not in ("null", "~", "None") else value
+
+
+def load_task(spec: str, args: dict[str, Any] | None = None) -> Task:
+    """The Task from `path.py` (its only @task) or `path.py@name`, built with `args`."""
+    path_text, _, name = spec.partition("@")
+    path = Path(path_text)
+    if path.suffix != ".py":
+        raise TaskError(
+            f"task {spec!r} must be a Python file, e.g. examples/arithmetic.py@arithmetic"
+        )
+    if not path.is_file():
+        raise TaskError(f"task file {path} not found; check the path")
+    module = _import_file(path)
+    found = {
+        getattr(obj, TASK_ATTR): obj for obj in vars(module).values() if hasattr(obj, TASK_ATTR)
+    }
+    if not found:
+        raise TaskError(f"{path} defines no @task function; decorate one with @task")
+    if not name:
+        if len(found) > 1:
+            raise TaskError(
+                f"{path} has several tasks ({', '.join(sorted(found))}); pick one with {path}@NAME"
+            )
+        name = next(iter(found))
+    if name not in found:
+        raise TaskError(f"{path} has no task {name!r}; tasks: {', '.join(sorted(found))}")
+    factory = found[name]
+    args = args or {}
+    _check_args(factory, args, name)
+    try:
+        built: Task = factory(**args)
+    except GaugeError:
+        raise
+    except Exception as ex:
+        raise TaskError(f"task {name} failed to build: {type(ex).__name__}: {one_line(ex)}") from ex
+    built.spec = f"{path}@{name}"
+    built.args = dict(args)
+    return built
+
+
+def _check_args(factory: Callable[..., Any], args: dict[str, Any], name: str) -> None:
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        known = ", ".join(params) or "none"
+        raise TaskError(f"task {name} has no argument {', '.join(unknown)}; its arguments: {known}")
+
+
+def _import_file(path: Path) -> Any:
+    module_name = f"gauge_task_{abs(hash(str(path.resolve())))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    # The task's own directory is importable, so helper modules beside it work.
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except GaugeError:
+        raise
+    except Exception as ex:
+        raise TaskError(f"{path} failed to import: {type(ex).__name__}: {one_line(ex)}") from ex
+    finally:
+        sys.path.pop(0)
+    sys.modules[module_name] = module
+    return module

@@ -1,0 +1,29 @@
+"""Solvers for evals: `from gauge.solver import generate, system_message, ...`."""
+
+from gauge.evaluation.solver import (
+    Generate,
+    Solver,
+    chain,
+    chain_of_thought,
+    generate,
+    multiple_choice,
+    prompt_template,
+    self_critique,
+    system_message,
+    user_message,
+)
+from gauge.evaluation.state import TaskState
+
+__all__ = [
+    "Generate",
+    "Solver",
+    "TaskState",
+    "chain",
+    "chain_of_thought",
+    "generate",
+    "multiple_choice",
+    "prompt_template",
+    "self_critique",
+    "system_message",
+    "user_message",
+]
