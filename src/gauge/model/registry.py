@@ -16,13 +16,35 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
-from gauge.errors import MissingExtra, UnknownProvider
+from gauge.errors import MissingExtra, UnknownProvider, one_line
 from gauge.model.api import ModelAPI
 
 ENTRY_POINT_GROUP = "gauge.providers"
 
 BUILTINS: dict[str, str] = {
     "mock": "gauge.model.providers.mock:MockAPI",
+    "hf": "gauge.model.providers.hf:HuggingFaceAPI",
+    "openai": "gauge.model.providers.openai_compat.services:OpenAIAPI",
+    "together": "gauge.model.providers.openai_compat.services:TogetherAPI",
+    "groq": "gauge.model.providers.openai_compat.services:GroqAPI",
+    "grok": "gauge.model.providers.openai_compat.services:GrokAPI",
+    "fireworks": "gauge.model.providers.openai_compat.services:FireworksAPI",
+    "deepseek": "gauge.model.providers.openai_compat.services:DeepSeekAPI",
+    "openrouter": "gauge.model.providers.openai_compat.services:OpenRouterAPI",
+    "cf": "gauge.model.providers.openai_compat.services:CloudflareAPI",
+    "ollama": "gauge.model.providers.openai_compat.services:OllamaAPI",
+    "vllm": "gauge.model.providers.openai_compat.services:VLLMServerAPI",
+    "openai-api": "gauge.model.providers.openai_compat.services:OpenAIServiceAPI",
+    "azureai": "gauge.model.providers.openai_compat.services:AzureAIAPI",
+    "openai-completions": "gauge.model.providers.openai_compat.completions:OpenAICompletionsAPI",
+    "openai-api-completions": (
+        "gauge.model.providers.openai_compat.completions:OpenAIServiceCompletionsAPI"
+    ),
+    "bedrock": "gauge.model.providers.bedrock:BedrockAPI",
+    "cohere": "gauge.model.providers.cohere:CohereAPI",
+    "anthropic": "gauge.model.providers.anthropic:AnthropicAPI",
+    "google": "gauge.model.providers.google:GoogleAPI",
+    "mistral": "gauge.model.providers.mistral:MistralAPI",
 }
 """Built-in providers: name -> "module:Class" (modules import their SDKs lazily)."""
 
@@ -68,7 +90,7 @@ def provider_class(name: str) -> type[ModelAPI]:
         return cls
     if name in _registered:
         target = _registered[name]
-        cls = target if isinstance(target, type) else target()
+        cls = target if isinstance(target, type) else _call_factory(name, target)
     elif name in BUILTINS:
         cls = _load(name, BUILTINS[name])
     elif name in _entry_points():
@@ -77,7 +99,9 @@ def provider_class(name: str) -> type[ModelAPI]:
         raise UnknownProvider(_unknown_message(name))
     if not (isinstance(cls, type) and issubclass(cls, ModelAPI)):
         raise UnknownProvider(f"provider {name!r} did not resolve to a ModelAPI subclass")
-    if not cls.name:
+    # Look in the class's own namespace: a subclass of a registered provider must
+    # not inherit its parent's registered name.
+    if not cls.__dict__.get("name"):
         cls.name = name
     _loaded[name] = cls
     return cls
@@ -98,17 +122,32 @@ def is_importable(module: str) -> bool:
         return False
 
 
+def _call_factory(name: str, factory: Factory) -> type[ModelAPI]:
+    try:
+        return factory()
+    except ModuleNotFoundError as exc:
+        if exc.name and not _is_gauge_module(exc.name):
+            raise MissingExtra(_extra_message(name, None, exc.name)) from exc
+        raise
+
+
+def _is_gauge_module(module: str) -> bool:
+    return module == "gauge" or module.startswith("gauge.")
+
+
 def _load(name: str, target: str) -> type[ModelAPI]:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         # Our own module missing is a bug or a broken install; a third-party one is an extra.
-        if exc.name and not exc.name.startswith("gauge"):
+        if exc.name and not _is_gauge_module(exc.name):
             raise MissingExtra(_extra_message(name, None, exc.name)) from exc
         raise UnknownProvider(f"provider {name!r} failed to load from {target}: {exc}") from exc
-    except ImportError as exc:
-        raise UnknownProvider(f"provider {name!r} failed to load from {target}: {exc}") from exc
+    except Exception as exc:  # a broken plugin is an error naming it, not a traceback
+        raise UnknownProvider(
+            f"provider {name!r} failed to load from {target}: {one_line(exc)}"
+        ) from exc
     try:
         cls: type[ModelAPI] = getattr(module, attr)
     except AttributeError as exc:

@@ -1,0 +1,159 @@
+"""hf/<model>: transformers models in-process, with dynamic batching.
+
+    hf/gauge-tiny                        the bundled offline model
+    hf/Qwen/Qwen2.5-0.5B-Instruct        a Hub id (cached locally when offline)
+    hf/./my-model                        a directory saved with save_pretrained
+    hf/local -M model_path=DIR -M tokenizer_path=DIR
+
+Concurrent requests share batches (see `engine`): every request waiting when the
+model is free goes into the next `generate` call, up to max_connections (default
+32) per batch. Loading and generation run on one worker thread, off the event
+loop. Providers built from the same weights and load settings share one loaded
+model and one engine. Model args are described in `loading`; the generation
+semantics (greedy default, usage, logprobs) in `generation`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+from gauge.errors import ConfigError
+from gauge.model.api import ModelAPI
+from gauge.model.config import GenerateConfig
+from gauge.model.messages import ChatMessage
+from gauge.model.output import ModelOutput
+from gauge.model.providers.hf import loading
+from gauge.model.providers.hf.engine import BatchEngine
+from gauge.model.providers.hf.generation import Generator, GenRequest, GenResult, Sampling
+from gauge.model.providers.hf.output import build_output
+from gauge.model.tools import ToolChoice, ToolInfo
+
+DEFAULT_BATCH = 32
+
+
+class LocalEngine:
+    """A lazily loaded model with its batching engine, shared by providers."""
+
+    def __init__(self, spec: loading.LoadSpec) -> None:
+        self.spec = spec
+        self.generator: Generator | None = None
+        self.engine: BatchEngine[GenRequest, GenResult] = BatchEngine(self._run, name="gauge-hf")
+        self.users = 0
+
+    def _run(self, requests: list[GenRequest]) -> list[GenResult | BaseException]:
+        # Runs on the worker thread: the first batch loads the model there.
+        if self.generator is None:
+            self.generator = Generator(loading.load(self.spec))
+        return self.generator.run(requests)
+
+    async def ensure_loaded(self) -> Generator:
+        """Load the model now (on the worker thread) and return its generator."""
+
+        def load() -> Generator:
+            if self.generator is None:
+                self.generator = Generator(loading.load(self.spec))
+            return self.generator
+
+        return await self.engine.run_in_worker(load)
+
+
+_engines: dict[loading.LoadSpec, LocalEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def _acquire(spec: loading.LoadSpec) -> LocalEngine:
+    with _engines_lock:
+        engine = _engines.get(spec)
+        if engine is None:
+            engine = _engines[spec] = LocalEngine(spec)
+        engine.users += 1
+        return engine
+
+
+def _release(engine: LocalEngine) -> None:
+    with _engines_lock:
+        engine.users -= 1
+        if engine.users <= 0 and _engines.get(engine.spec) is engine:
+            del _engines[engine.spec]
+            engine.engine.close()
+
+
+class HuggingFaceAPI(ModelAPI):
+    """Local transformers causal LMs with dynamic batching."""
+
+    extra: ClassVar[str | None] = "hf"
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    api_key_vars: ClassVar[tuple[str, ...] | None] = ()
+    base_url_vars: ClassVar[tuple[str, ...] | None] = ()
+    honours: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "seed",
+            "stop_seqs",
+            "num_choices",
+            "logprobs",
+            "top_logprobs",
+            "frequency_penalty",
+            "presence_penalty",
+            "logit_bias",
+        }
+    )
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig | None = None,
+        **model_args: Any,
+    ) -> None:
+        super().__init__(model_name, base_url, api_key, config, **model_args)
+        self._local = _acquire(loading.spec_from_args(model_name, model_args))
+        self._closed = False
+
+    @property
+    def engine(self) -> BatchEngine[GenRequest, GenResult]:
+        """The batching engine (shared with providers loading the same weights)."""
+        return self._local.engine
+
+    async def load(self) -> None:
+        """Load the model now instead of on the first request."""
+        await self._local.ensure_loaded()
+
+    def max_connections(self) -> int:
+        return DEFAULT_BATCH
+
+    def connection_key(self) -> str:
+        # One limiter per loaded model: hf/local names many different models.
+        spec = self._local.spec
+        return f"hf|{spec.model_path}|{spec.device}|{spec.dtype}"
+
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        if tools:
+            raise ConfigError(
+                "the hf provider does not support tools; call it without tools "
+                "or serve the model behind an OpenAI-compatible server that parses tool calls"
+            )
+        request = GenRequest(input, Sampling.from_config(config))
+        result = await self._local.engine.submit(request, config.max_connections or DEFAULT_BATCH)
+        return self._output(result)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release(self._local)
+
+    def _output(self, result: GenResult) -> ModelOutput:
+        generator = self._local.generator
+        assert generator is not None  # a result exists only once the model is loaded
+        return build_output(result, self.model_name, generator.token_bytes)
