@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cache": ("gauge.cli.cache", "cache_command", "Inspect, prune and explain the response cache."),
     "eval": ("gauge.cli.eval", "eval_command", "Run an eval task on one or more models."),
     "view": ("gauge.cli.view", "view_command", "Write an HTML report from eval journals."),
+    "serve": ("gauge.cli.serve", "serve_command", "Serve a local model over OpenAI's API."),
 }
 
 

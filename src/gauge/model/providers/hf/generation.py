@@ -3,16 +3,18 @@
 Every request in a batch may have its own settings, so a batch is always one
 `generate` call, run greedily, with two per-row hooks:
 
-* `RowSampler` (a LogitsProcessor) applies, per row, logit_bias, frequency and
-  presence penalties, temperature, top_k and top_p, and draws the token with the
-  row's own seeded generator (the "exponential race": argmax p / Exp(1) samples
-  from p). It then leaves only the drawn token, so generate's argmax picks it.
+* `RowSampler` (a LogitsProcessor) applies, per row, logit_bias, repetition,
+  frequency and presence penalties, temperature, top_k, min_p and top_p, and
+  draws the token with the row's own seeded generator (the "exponential race":
+  argmax p / Exp(1) samples from p). It then leaves only the drawn token, so
+  generate's argmax picks it.
   Each request has its own generator and draws for each of its rows on every
   step, so a seeded request gives the same output whatever else is in its batch.
   It also keeps the raw log-softmax of rows that asked for logprobs.
-* `RowTracker` (a StoppingCriteria) ends each row on its own: at an EOS token,
-  at one of its stop sequences, or at its own max_tokens. It records where each
-  row ended and why, and the logprobs of each generated token.
+* `RowTracker` (a StoppingCriteria) ends each row on its own: at an EOS token or
+  one of its stop token ids, at one of its stop sequences, or at its own
+  max_tokens. It records where each row ended and why, and the logprobs of each
+  generated token.
 
 Semantics:
 * temperature unset or 0 is greedy (deterministic, the evaluation default);
@@ -30,6 +32,7 @@ Semantics:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +65,11 @@ class Sampling:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop: bool = False
+    """Keep the matched stop sequence at the end of the text (vLLM's include_stop_str_in_output)."""
 
     @classmethod
     def from_config(cls, config: GenerateConfig) -> Sampling:
@@ -96,6 +104,7 @@ class Sampling:
             or bool(self.logit_bias)
             or bool(self.frequency_penalty)
             or bool(self.presence_penalty)
+            or self.repetition_penalty != 1.0
         )
 
 
@@ -105,6 +114,12 @@ class GenRequest:
 
     messages: list[ChatMessage]
     sampling: Sampling
+    prompt: str | list[int] | None = None
+    """A raw prompt, text or token ids, used instead of `messages` (text completions)."""
+    add_generation_prompt: bool = True
+    on_token: Callable[[int, int], bool] | None = None
+    """Called on the worker thread with (choice index, token id) as each token is made;
+    returning False ends that choice there (its listener has gone)."""
 
 
 @dataclass(slots=True)
@@ -160,12 +175,16 @@ class Generator:
         text, special = self.prompt_text(messages)
         return list(self.loaded.tokenizer(text, add_special_tokens=special)["input_ids"])
 
-    def prompt_text(self, messages: list[ChatMessage]) -> tuple[str, bool]:
+    def prompt_text(
+        self, messages: list[ChatMessage], add_generation_prompt: bool = True
+    ) -> tuple[str, bool]:
         """(prompt text, whether the tokenizer should add its special tokens)."""
         tokenizer = self.loaded.tokenizer
         turns = [_template_turn(m) for m in messages]
         if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+            text = tokenizer.apply_chat_template(
+                turns, add_generation_prompt=add_generation_prompt, tokenize=False
+            )
             return text, False  # the template already holds BOS and friends
         # A base model without a chat template sees the turns' text, one per paragraph.
         return "\n\n".join(t["content"] for t in turns), True
@@ -174,14 +193,29 @@ class Generator:
         """Generate every request of a batch; a failure is returned in its slot."""
         results: list[GenResult | BaseException] = []
         texts: dict[bool, list[tuple[int, str]]] = {False: [], True: []}
+        given: list[tuple[int, list[int]]] = []
         for index, request in enumerate(requests):
             try:
-                text, special = self.prompt_text(request.messages)
-                texts[special].append((index, text))
+                if isinstance(request.prompt, list):
+                    given.append((index, request.prompt))
+                elif isinstance(request.prompt, str):
+                    # A raw text prompt gets the tokenizer's BOS, as vLLM's completions do.
+                    texts[True].append((index, request.prompt))
+                else:
+                    text, special = self.prompt_text(
+                        request.messages, request.add_generation_prompt
+                    )
+                    texts[special].append((index, text))
                 results.append(GenResult(input_tokens=0))
             except Exception as ex:
                 results.append(_as_request_error(ex))
         rows: list[_Row] = []
+        for index, ids in given:
+            try:
+                rows.extend(self._rows(index, ids, requests[index]))
+                results[index] = GenResult(input_tokens=len(ids))
+            except Exception as ex:
+                results[index] = _as_request_error(ex)
         for special, entries in texts.items():
             if not entries:
                 continue
@@ -191,7 +225,7 @@ class Generator:
             )["input_ids"]
             for (index, _), ids in zip(entries, encoded, strict=True):
                 try:
-                    rows.extend(self._rows(index, list(ids), requests[index].sampling))
+                    rows.extend(self._rows(index, list(ids), requests[index]))
                     results[index] = GenResult(input_tokens=len(ids))
                 except Exception as ex:
                     results[index] = _as_request_error(ex)
@@ -199,7 +233,7 @@ class Generator:
             rows.sort(key=lambda row: row.request)
             for group in context_groups(rows, self.loaded.context_length):
                 self._generate(group)
-            visible = [self._visible(row.tokens) for row in rows]
+            visible = [self._visible(row) for row in rows]
             answers = self.loaded.tokenizer.batch_decode(visible, skip_special_tokens=True)
             for row, answer_ids, answer in zip(rows, visible, answers, strict=True):
                 result = results[row.request]
@@ -207,7 +241,8 @@ class Generator:
                 result.choices.append(self._choice(row, answer_ids, answer))
         return results
 
-    def _rows(self, index: int, ids: list[int], sampling: Sampling) -> list[_Row]:
+    def _rows(self, index: int, ids: list[int], request: GenRequest) -> list[_Row]:
+        sampling = request.sampling
         limit = self.loaded.context_length
         if not ids:
             raise ConfigError(
@@ -228,7 +263,10 @@ class Generator:
         if not sampling.greedy:
             seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
             rng = _SeededDraws(seed)
-        return [_Row(index, ids, sampling, cap, cap_reason, rng) for _ in range(sampling.n)]
+        return [
+            _Row(index, ids, sampling, cap, cap_reason, rng, choice=k, on_token=request.on_token)
+            for k in range(sampling.n)
+        ]
 
     def _generate(self, rows: list[_Row]) -> None:
         import torch
@@ -283,9 +321,18 @@ class Generator:
             if row.reason is None:
                 row.reason = row.cap_reason
 
-    def _visible(self, tokens: list[int]) -> list[int]:
-        """The tokens that make up the text: all but a final EOS."""
-        return tokens[:-1] if tokens and tokens[-1] in self.eos_ids else tokens
+    def _visible(self, row: _Row) -> list[int]:
+        """The tokens that make up the text: all but a final EOS or stop token id.
+
+        A stop token id stays in the text only with include_stop (as in vLLM).
+        """
+        tokens = row.tokens
+        if tokens and tokens[-1] in self.eos_ids:
+            return tokens[:-1]
+        s = row.sampling
+        if tokens and tokens[-1] in s.stop_token_ids and not s.include_stop:
+            return tokens[:-1]
+        return tokens
 
     def _choice(self, row: _Row, text_ids: list[int], text: str) -> GenChoice:
         tokens = row.tokens
@@ -293,6 +340,8 @@ class Generator:
         if row.sampling.stop:
             cut = _first_stop(text, row.sampling.stop)
             if cut is not None:
+                if row.sampling.include_stop:
+                    cut += next(len(s) for s in row.sampling.stop if text.startswith(s, cut))
                 text, reason = text[:cut], "stop"
         logprobs = None
         if row.sampling.logprobs:
@@ -349,6 +398,8 @@ class _Row:
     cap: int
     cap_reason: str
     draws: _SeededDraws | None
+    choice: int = 0
+    on_token: Callable[[int, int], bool] | None = None
     end: int | None = None
     reason: str | None = None
     tokens: list[int] = field(default_factory=list)
@@ -381,6 +432,14 @@ class RowSampler:
                     [b for t, b in s.logit_bias if 0 <= t < vocab], dtype=scores.dtype
                 )
                 scores[i, ids.to(scores.device)] += bias.to(scores.device)
+            if s.repetition_penalty != 1.0:
+                # transformers' rule over prompt and output: shrink the logit of every
+                # token already seen (divide if positive, multiply if negative).
+                seen = input_ids[i, self.width - len(row.prompt) :].unique()
+                picked = scores[i, seen]
+                scores[i, seen] = torch.where(
+                    picked > 0, picked / s.repetition_penalty, picked * s.repetition_penalty
+                )
             if s.frequency_penalty or s.presence_penalty:
                 counts = torch.bincount(input_ids[i, self.width :], minlength=vocab)[:vocab]
                 counts = counts.to(scores.dtype)
@@ -400,6 +459,8 @@ def _draw(logits: Any, s: Sampling, generator: Any) -> int:
         kth = torch.topk(logits, s.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
+    if s.min_p > 0.0:
+        probs = probs.masked_fill(probs < s.min_p * probs.max(), 0.0)
     if s.top_p is not None and s.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always the top token).
@@ -438,8 +499,13 @@ class RowTracker:
         for i, row in enumerate(self.rows):
             if row.end is not None:
                 continue
-            stopped = last[i] in self.eos_ids or (
-                self.stop_window[i] > 0 and self._hit_stop(input_ids[i], step, i)
+            if row.on_token is not None and not row.on_token(row.choice, last[i]):
+                row.end, row.reason = step, "cancelled"
+                continue
+            stopped = (
+                last[i] in self.eos_ids
+                or last[i] in row.sampling.stop_token_ids
+                or (self.stop_window[i] > 0 and self._hit_stop(input_ids[i], step, i))
             )
             if stopped:
                 row.end, row.reason = step, "stop"

@@ -1,0 +1,177 @@
+"""The engine contract: what the server asks of a model, and what it gets back.
+
+An engine turns one `EngineRequest` (a chat or a raw prompt, with its sampling
+parameters) into an `EngineResult` (choices with text, token counts, finish
+reasons and, when asked, per-token logprobs). `honours` lists the request
+fields beyond the basics that the engine implements; `schemas` refuses any
+other field set to a non-neutral value.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from gauge.model.messages import ChatMessage
+
+if TYPE_CHECKING:
+    from gauge.serve.settings import Settings
+
+BASIC_FIELDS = frozenset(
+    {"max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "logprobs"}
+)
+"""Fields every engine honours."""
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """Sampling parameters in vLLM's vocabulary (neutral defaults mean "off")."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float = 0.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    """None: no logprobs; k >= 0: the chosen token's logprob and k alternatives."""
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+
+
+@dataclass(slots=True)
+class EngineRequest:
+    """One request: `messages` (chat) or `prompt` (text or token ids)."""
+
+    sampling: SamplingParams
+    messages: list[ChatMessage] | None = None
+    prompt: str | list[int] | None = None
+    add_generation_prompt: bool = True
+    echo: bool = False
+    """Prepend the prompt's text to each choice (completions)."""
+
+
+@dataclass(slots=True)
+class TokenInfo:
+    """One generated token: its text, logprob and top alternatives (text, logprob)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[str, float, list[int]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Choice:
+    """One generated alternative."""
+
+    text: str
+    finish_reason: str
+    """"stop" or "length"."""
+    tokens: int
+    logprobs: list[TokenInfo] | None = None
+
+
+@dataclass(slots=True)
+class EngineResult:
+    """A request's choices and its token usage."""
+
+    prompt_tokens: int
+    choices: list[Choice]
+    queue_time: float = 0.0
+    """Seconds the request waited before the engine started it."""
+
+    @property
+    def completion_tokens(self) -> int:
+        """Generated tokens over all choices."""
+        return sum(c.tokens for c in self.choices)
+
+
+@dataclass(slots=True)
+class Delta:
+    """A piece of one choice while streaming; the last piece of a choice has finish_reason."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+    logprobs: list[TokenInfo] | None = None
+
+
+@dataclass(slots=True)
+class Phases:
+    """Start-up phase timings in seconds (None until the phase ran)."""
+
+    load: float | None = None
+    warmup: float | None = None
+
+
+class Engine(abc.ABC):
+    """A model that the server and the worker call."""
+
+    name: ClassVar[str]
+    honours: ClassVar[frozenset[str]] = BASIC_FIELDS
+    uses_settings: ClassVar[frozenset[str]] = frozenset()
+    """Settings (their env var names) this engine reads; start-up lists the others set."""
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.state = "starting"
+        self.phases = Phases()
+        self.created = int(time.time())
+        self.max_model_len: int | None = None
+
+    async def start(self) -> None:
+        """Load and warm up, recording the phase timings, then mark the engine ready."""
+        began = time.perf_counter()
+        self.state = "loading"
+        await self.load()
+        loaded = time.perf_counter()
+        self.phases.load = loaded - began
+        self.state = "warming_up"
+        await self.warmup()
+        self.phases.warmup = time.perf_counter() - loaded
+        self.state = "ready"
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """Build the engine from server settings (cheap: the model loads in `start`)."""
+
+    @abc.abstractmethod
+    async def load(self) -> None:
+        """Load the model."""
+
+    async def warmup(self) -> None:
+        """Run one tiny request so the first real one pays no one-off costs."""
+        await self.generate(EngineRequest(SamplingParams(max_tokens=1), prompt="warm up"))
+
+    @abc.abstractmethod
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        """Generate every choice of `request`."""
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[Delta | EngineResult]:
+        """Deltas as they are produced, then the final EngineResult (for usage).
+
+        The default runs `generate` and sends each choice as one delta; engines
+        that produce tokens one at a time override it.
+        """
+        result = await self.generate(request)
+        for index, choice in enumerate(result.choices):
+            yield Delta(index, choice.text, choice.finish_reason, choice.logprobs)
+        yield result
+
+    async def close(self) -> None:
+        """Release the model."""
+        self.state = "stopped"

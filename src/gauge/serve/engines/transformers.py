@@ -1,0 +1,341 @@
+"""The transformers engine: the hf provider's loading and dynamic batching, served.
+
+Requests from every connection share batches through the hf provider's
+`BatchEngine` (one worker thread, one `generate` call per batch; see
+gauge.model.providers.hf). This module only translates `EngineRequest` to the
+provider's `GenRequest` and its results back.
+
+Beyond the basics it honours top_k, min_p, repetition_penalty, logit_bias,
+presence/frequency penalties, stop_token_ids, include_stop_str_in_output,
+add_generation_prompt, echo and best_of equal to n. It refuses (HTTP 400)
+beam search, length_penalty, early_stopping, ignore_eos, and turning off
+skip_special_tokens or spaces_between_special_tokens: `generate` here is
+greedy or sampled, always stops at EOS and decodes without special tokens.
+
+Streaming is token by token: the provider's stopping hook reports each new
+token from the worker thread, and `stream` decodes each choice's tokens so far
+and sends the new text. Text that could still become part of a stop sequence
+(the last len(longest stop) - 1 characters) and an incomplete UTF-8 character
+are held back, so nothing sent is ever cut away later. Requests that ask for
+logprobs stream each choice whole when it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from gauge.model.providers.hf import DEFAULT_BATCH, LocalEngine, loading
+from gauge.model.providers.hf.generation import (
+    GenChoice,
+    Generator,
+    GenRequest,
+    GenResult,
+    Sampling,
+)
+from gauge.serve.engines.base import (
+    BASIC_FIELDS,
+    Choice,
+    Delta,
+    Engine,
+    EngineRequest,
+    EngineResult,
+    SamplingParams,
+    TokenInfo,
+)
+
+if TYPE_CHECKING:
+    from gauge.serve.settings import Settings
+
+
+class _TimedLocal(LocalEngine):
+    """The provider's LocalEngine, noting when each request's batch starts (queue time)."""
+
+    def __init__(self, spec: loading.LoadSpec) -> None:
+        super().__init__(spec)
+        self.started: dict[int, float] = {}
+
+    def _run(self, requests: list[GenRequest]) -> list[GenResult | BaseException]:
+        now = time.perf_counter()
+        for request in requests:
+            self.started[id(request)] = now
+        return super()._run(requests)
+
+
+class TransformersEngine(Engine):
+    """A transformers causal LM with dynamic batching (CPU or GPU)."""
+
+    name: ClassVar[str] = "transformers"
+    honours: ClassVar[frozenset[str]] = BASIC_FIELDS | {
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "stop_token_ids",
+        "include_stop_str_in_output",
+        "add_generation_prompt",
+        "echo",
+    }
+    uses_settings: ClassVar[frozenset[str]] = frozenset(
+        {
+            "MODEL_REVISION",
+            "MAX_MODEL_LEN",
+            "BASE_PATH",
+            "HF_TOKEN",
+            "TRUST_REMOTE_CODE",
+            "SEED",
+            "DTYPE",
+            "TOKENIZER_NAME",
+            "CUSTOM_CHAT_TEMPLATE",
+        }
+    )
+
+    def __init__(
+        self,
+        model_name: str,
+        spec: loading.LoadSpec,
+        served_name: str | None = None,
+        max_model_len: int | None = None,
+        seed: int | None = None,
+        chat_template: str | None = None,
+        max_batch: int = DEFAULT_BATCH,
+    ) -> None:
+        super().__init__(served_name or model_name)
+        self.local = _TimedLocal(spec)
+        self.max_batch = max_batch
+        self._max_model_len = max_model_len
+        self._chat_template = chat_template
+        # SEED makes unseeded sampled requests reproducible, in arrival order (as vLLM's).
+        self._seeds = random.Random(seed) if seed is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TransformersEngine:
+        """Build the engine from server settings (the weights load in `start`)."""
+        args: dict[str, object] = {}
+        if settings.model_revision:
+            args["revision"] = settings.model_revision
+        if settings.hf_token:
+            args["token"] = settings.hf_token
+        if settings.base_path:
+            args["cache_dir"] = settings.base_path
+        if settings.trust_remote_code:
+            args["trust_remote_code"] = True
+        if settings.dtype:
+            args["dtype"] = settings.dtype
+        if settings.tokenizer_name:
+            args["tokenizer_path"] = settings.tokenizer_name
+        name = settings.model_name.removeprefix("hf/")
+        spec = loading.spec_from_args(name, args)
+        return cls(
+            settings.model_name,
+            spec,
+            served_name=settings.served_name,
+            max_model_len=settings.max_model_len,
+            seed=settings.seed,
+            chat_template=_read_template(settings.custom_chat_template),
+        )
+
+    async def load(self) -> None:
+        generator = await self.local.ensure_loaded()
+        loaded = generator.loaded
+        if self._max_model_len is not None:
+            known = loaded.context_length
+            loaded.context_length = (
+                min(known, self._max_model_len) if known else self._max_model_len
+            )
+        if self._chat_template is not None:
+            loaded.tokenizer.chat_template = self._chat_template
+        self.max_model_len = loaded.context_length
+
+    async def generate(
+        self, request: EngineRequest, on_token: Callable[[int, int], bool] | None = None
+    ) -> EngineResult:
+        sampling = self._sampling(request.sampling)
+        gen = GenRequest(
+            request.messages or [],
+            sampling,
+            prompt=request.prompt,
+            add_generation_prompt=request.add_generation_prompt,
+            on_token=on_token,
+        )
+        submitted = time.perf_counter()
+        try:
+            result = await self.local.engine.submit(gen, self.max_batch)
+        finally:
+            started = self.local.started.pop(id(gen), submitted)
+        generator = self.local.generator
+        assert generator is not None  # a result exists only once the model is loaded
+        prefix = self._echo_text(generator, request) if request.echo else ""
+        choices = [_choice(c, generator, prefix) for c in result.choices]
+        return EngineResult(result.input_tokens, choices, max(0.0, started - submitted))
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[Delta | EngineResult]:
+        if request.sampling.logprobs is not None:
+            async for item in super().stream(request):
+                yield item
+            return
+        loop = asyncio.get_running_loop()
+        made: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+        listening = [True]
+
+        def on_token(choice: int, token: int) -> bool:  # on the worker thread
+            # A gone client or a closed loop (shutdown) ends this request's rows, so
+            # the rest of the batch does not wait for them. Never raise: that would
+            # fail the whole batch.
+            if listening[0]:
+                try:
+                    loop.call_soon_threadsafe(made.put_nowait, (choice, token))
+                except RuntimeError:
+                    listening[0] = False
+            return listening[0]
+
+        work = asyncio.ensure_future(self.generate(request, on_token))
+        texts = _StreamTexts(self, request)
+        try:
+            while True:
+                waiter = asyncio.ensure_future(made.get())
+                await asyncio.wait({waiter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                    break
+                choice, token = waiter.result()
+                piece = texts.add(choice, token)
+                if piece:
+                    yield Delta(choice, piece)
+            result = work.result()
+            while not made.empty():  # tokens reported after the last wait
+                made.get_nowait()
+            for index, choice_result in enumerate(result.choices):
+                yield Delta(
+                    index, texts.rest(index, choice_result.text), choice_result.finish_reason
+                )
+            yield result
+        finally:
+            listening[0] = False
+            work.cancel()
+
+    async def close(self) -> None:
+        self.local.engine.close()
+        await super().close()
+
+    def _sampling(self, p: SamplingParams) -> Sampling:
+        seed = p.seed
+        if seed is None and self._seeds is not None and p.temperature:
+            seed = self._seeds.getrandbits(63)
+        top = p.logprobs or 0
+        return Sampling(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature or 0.0,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k is not None and p.top_k > 0 else None,
+            seed=seed,
+            n=p.n,
+            stop=tuple(s for s in p.stop if s),
+            logprobs=p.logprobs is not None,
+            top_logprobs=top,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
+            logit_bias=p.logit_bias,
+            min_p=p.min_p,
+            repetition_penalty=p.repetition_penalty,
+            stop_token_ids=p.stop_token_ids,
+            include_stop=p.include_stop_str_in_output,
+        )
+
+    @staticmethod
+    def _echo_text(generator: Generator, request: EngineRequest) -> str:
+        if isinstance(request.prompt, list):
+            text: str = generator.loaded.tokenizer.decode(request.prompt, skip_special_tokens=True)
+            return text
+        if isinstance(request.prompt, str):
+            return request.prompt
+        return generator.prompt_text(request.messages or [], request.add_generation_prompt)[0]
+
+
+class _StreamTexts:
+    """Each choice's text so far while streaming, and how much of it is safe to send."""
+
+    def __init__(self, engine: TransformersEngine, request: EngineRequest) -> None:
+        generator = engine.local.generator
+        assert generator is not None  # tokens arrive only once the model is loaded
+        self.tokenizer = generator.loaded.tokenizer
+        self.skip = generator.eos_ids | set(request.sampling.stop_token_ids)
+        stops = tuple(s for s in request.sampling.stop if s)
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.include_stop = request.sampling.include_stop_str_in_output
+        self.prefix = engine._echo_text(generator, request) if request.echo else ""
+        self.ids: dict[int, list[int]] = {}
+        self.sent: dict[int, str] = {}
+        self.stopped: set[int] = set()
+
+    def add(self, choice: int, token: int) -> str:
+        """The new text that can be sent after `token` (maybe empty)."""
+        if token in self.skip or choice in self.stopped:
+            return ""
+        ids = self.ids.setdefault(choice, [])
+        ids.append(token)
+        text: str = self.prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
+        safe = len(text) - self.hold
+        for stop in self.stops:
+            at = text.find(stop, len(self.prefix))
+            if at >= 0:
+                self.stopped.add(choice)
+                safe = min(safe, at + (len(stop) if self.include_stop else 0))
+        # An incomplete UTF-8 character decodes as U+FFFD until its last byte arrives.
+        while safe > 0 and text[safe - 1] == "\ufffd":
+            safe -= 1
+        sent = self.sent.get(choice, "")
+        if safe <= len(sent):
+            return ""
+        self.sent[choice] = text[:safe]
+        return text[len(sent) : safe]
+
+    def rest(self, choice: int, final: str) -> str:
+        """What the final text adds to what was sent."""
+        sent = self.sent.get(choice, "")
+        if final.startswith(sent):
+            return final[len(sent) :]
+        # Not expected: sent text is held back from any cut, and sent text cannot be
+        # taken back, so the stream carries on from the same length.
+        return final[len(sent) :]
+
+
+def _choice(choice: GenChoice, generator: Generator, prefix: str) -> Choice:
+    logprobs = None
+    if choice.logprobs is not None:
+        logprobs = []
+        for lp in choice.logprobs:
+            token, data = generator.token_bytes(lp.token_id)
+            top = []
+            for token_id, value in lp.top:
+                alt, alt_data = generator.token_bytes(token_id)
+                top.append((alt, value, list(alt_data)))
+            logprobs.append(TokenInfo(token, lp.logprob, list(data), top))
+    reason = "length" if choice.stop_reason in ("max_tokens", "model_length") else "stop"
+    return Choice(prefix + choice.text, reason, len(choice.token_ids), logprobs)
+
+
+def _read_template(value: str | None) -> str | None:
+    """CUSTOM_CHAT_TEMPLATE is the Jinja template itself, or a path to a file holding it."""
+    if not value:
+        return None
+    from pathlib import Path
+
+    from gauge.errors import ConfigError
+
+    if "{" not in value:
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(
+                f"CUSTOM_CHAT_TEMPLATE={value!r} is neither a Jinja template nor a file; "
+                "pass the template text or the path of a file holding it"
+            )
+        return path.read_text()
+    return value

@@ -1,0 +1,391 @@
+"""Request bodies -> `EngineRequest`s, or an `APIError` naming the offending field.
+
+Every field of OpenAI's chat and text completion requests, and vLLM's extras,
+is either mapped, accepted because it cannot change the output (`user`,
+`stream_options`, ...), or refused with HTTP 400 in OpenAI's error shape:
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "top_k", "code": null}}
+
+A vLLM extra that is set to anything but its neutral value is refused when the
+engine does not list it in `Engine.honours`: nothing is silently ignored.
+
+Defaults: an unset temperature is greedy (the hf provider's evaluation default,
+and what the bundled model's generation config asks for); completions default
+to max_tokens 16, as OpenAI and vLLM do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gauge.model.messages import (
+    ChatMessage,
+    ChatMessageAssistant,
+    ChatMessageSystem,
+    ChatMessageTool,
+    ChatMessageUser,
+)
+from gauge.serve.engines.base import EngineRequest, SamplingParams
+
+COMPLETION_DEFAULT_MAX_TOKENS = 16
+MAX_LOGPROBS = 20
+
+# Accepted, and cannot change the generated text.
+_HARMLESS = frozenset({"user", "stream_options", "store", "metadata", "service_tier"})
+# vLLM extras and their neutral values (a value in the tuple means "off").
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "best_of": (None,),
+    "top_k": (None, -1, 0),
+    "min_p": (None, 0, 0.0),
+    "repetition_penalty": (None, 1, 1.0),
+    "length_penalty": (None, 1, 1.0),
+    "use_beam_search": (None, False),
+    "early_stopping": (None, False),
+    "ignore_eos": (None, False),
+    "stop_token_ids": (None, []),
+    "skip_special_tokens": (None, True),
+    "spaces_between_special_tokens": (None, True),
+    "add_generation_prompt": (None, True),
+    "include_stop_str_in_output": (None, False),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "logit_bias": (None, {}),
+    "echo": (None, False),
+}
+_COMMON = frozenset(
+    {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "logprobs"}
+    | _NEUTRAL.keys()
+    | _HARMLESS
+)
+_CHAT = _COMMON | {
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+}
+_COMPLETION = (_COMMON - {"add_generation_prompt"}) | {"prompt", "suffix"}
+
+
+class APIError(Exception):
+    """A request the server refuses, in OpenAI's error shape."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.type = type
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body OpenAI sends for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+@dataclass(slots=True)
+class Parsed:
+    """One parsed request: the engine requests (one per prompt) and how to answer."""
+
+    model: str
+    requests: list[EngineRequest]
+    stream: bool
+    include_usage: bool
+    n: int
+    logprobs: int | None
+
+
+def bad(param: str, message: str) -> APIError:
+    """A 400 naming `param`."""
+    return APIError(f"{param}: {message}", param=param)
+
+
+def parse_chat(body: Any, honours: frozenset[str], engine: str) -> Parsed:
+    """A chat completions request body, checked against what the engine honours."""
+    body = _object(body)
+    _known(body, _CHAT)
+    _refuse_tools(body)
+    messages = _messages(body.get("messages"))
+    logprobs = None
+    if _boolean(body, "logprobs", False):
+        logprobs = _integer(body, "top_logprobs", 0, 0, MAX_LOGPROBS)
+    elif body.get("top_logprobs") is not None:
+        raise bad("top_logprobs", "needs logprobs: true")
+    max_tokens = _integer(body, "max_completion_tokens", None, 1)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", None, 1)
+    sampling = _sampling(body, max_tokens, logprobs)
+    _check_honoured(body, honours, engine, sampling.n)
+    request = EngineRequest(
+        sampling,
+        messages=messages,
+        add_generation_prompt=_boolean(body, "add_generation_prompt", True),
+        echo=_boolean(body, "echo", False),
+    )
+    return _parsed(body, [request], sampling.n, logprobs)
+
+
+def parse_completion(body: Any, honours: frozenset[str], engine: str) -> Parsed:
+    """A text completions request body, checked against what the engine honours."""
+    body = _object(body)
+    _known(body, _COMPLETION)
+    if body.get("suffix"):
+        raise bad("suffix", f"the {engine} engine does not insert suffixes; remove suffix")
+    prompts = _prompts(body.get("prompt"))
+    logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
+    max_tokens = _integer(body, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS, 1)
+    sampling = _sampling(body, max_tokens, logprobs)
+    _check_honoured(body, honours, engine, sampling.n)
+    echo = _boolean(body, "echo", False)
+    if echo and logprobs is not None:
+        raise bad("echo", "echo with logprobs (prompt logprobs) is not supported; drop one")
+    requests = [EngineRequest(sampling, prompt=p, echo=echo) for p in prompts]
+    return _parsed(body, requests, sampling.n, logprobs)
+
+
+def _parsed(body: dict[str, Any], requests: list[EngineRequest], n: int, lp: int | None) -> Parsed:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("model", "is required: the id listed by GET /v1/models")
+    stream = _boolean(body, "stream", False)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad("stream_options", "must be an object")
+    include_usage = bool(stream and options and options.get("include_usage"))
+    return Parsed(model, requests, stream, include_usage, n, lp)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise APIError("the request body must be a JSON object")
+    return body
+
+
+def _known(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise bad(key, "is not a field this endpoint takes; remove it")
+
+
+def _refuse_tools(body: dict[str, Any]) -> None:
+    if body.get("tools"):
+        raise bad("tools", "tool calling is not supported by this server; remove tools")
+    if body.get("tool_choice") not in (None, "none", "auto"):
+        raise bad("tool_choice", "tool calling is not supported by this server")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+        raise bad("response_format", "only {'type': 'text'} is supported; remove it")
+
+
+def _messages(raw: Any) -> list[ChatMessage]:
+    if not isinstance(raw, list) or not raw:
+        raise bad("messages", "must be a non-empty list of messages")
+    out: list[ChatMessage] = []
+    for i, item in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise bad(where, "must be an object with role and content")
+        role = item.get("role")
+        text = _content(item.get("content"), f"{where}.content")
+        if role == "system" or role == "developer":
+            out.append(ChatMessageSystem(content=text))
+        elif role == "user":
+            out.append(ChatMessageUser(content=text))
+        elif role == "assistant":
+            if item.get("tool_calls"):
+                raise bad(f"{where}.tool_calls", "tool calls are not supported")
+            out.append(ChatMessageAssistant(content=text))
+        elif role == "tool":
+            out.append(ChatMessageTool(content=text, tool_call_id=item.get("tool_call_id")))
+        else:
+            raise bad(f"{where}.role", f"{role!r} is not system, user, assistant or tool")
+    return out
+
+
+def _content(raw: Any, where: str) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list):
+        texts = []
+        for part in raw:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise bad(where, f"only text parts are supported, not {kind!r}")
+            texts.append(str(part.get("text", "")))
+        return "\n".join(texts)
+    raise bad(where, "must be a string or a list of text parts")
+
+
+def _prompts(raw: Any) -> list[str | list[int]]:
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw:
+        if all(isinstance(p, str) for p in raw):
+            return list(raw)
+        if all(_is_token(t) for t in raw):
+            return [list(raw)]
+        if all(isinstance(p, list) and p and all(_is_token(t) for t in p) for p in raw):
+            return [list(p) for p in raw]
+    raise bad(
+        "prompt",
+        "must be a string, a list of strings, a list of token ids or a list of such lists",
+    )
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _sampling(body: dict[str, Any], max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    n = _integer(body, "n", 1, 1, 128)
+    assert n is not None
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", None, 0.0, 2.0),
+        top_p=_number(body, "top_p", None, 0.0, 1.0, low_open=True),
+        top_k=_integer(body, "top_k", None, -1),
+        min_p=_number(body, "min_p", 0.0, 0.0, 1.0) or 0.0,
+        n=n,
+        stop=_stop(body.get("stop")),
+        stop_token_ids=tuple(_token_list(body, "stop_token_ids")),
+        seed=_integer(body, "seed", None),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0) or 0.0,
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0) or 0.0,
+        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.0, None, low_open=True)
+        or 1.0,
+        logit_bias=_logit_bias(body.get("logit_bias")),
+        logprobs=logprobs,
+        include_stop_str_in_output=_boolean(body, "include_stop_str_in_output", False),
+        ignore_eos=_boolean(body, "ignore_eos", False),
+        skip_special_tokens=_boolean(body, "skip_special_tokens", True),
+        spaces_between_special_tokens=_boolean(body, "spaces_between_special_tokens", True),
+    )
+
+
+def _check_honoured(body: dict[str, Any], honours: frozenset[str], engine: str, n: int) -> None:
+    for key, neutral in _NEUTRAL.items():
+        if key not in body or key in honours:
+            continue
+        value = body[key]
+        if key == "best_of" and value == n:
+            continue  # best_of == n picks every candidate: plain sampling
+        if value in neutral:
+            continue
+        raise bad(
+            key, f"is not supported by the {engine} engine; remove it or send {_wire(neutral[-1])}"
+        )
+
+
+def _wire(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _boolean(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad(key, "must be true or false")
+    return value
+
+
+def _integer(
+    body: dict[str, Any],
+    key: str,
+    default: int | None,
+    low: int | None = None,
+    high: int | None = None,
+) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise bad(key, "must be an integer")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise bad(
+            key, f"must be between {low} and {high}" if high is not None else f"must be >= {low}"
+        )
+    return value
+
+
+def _number(
+    body: dict[str, Any],
+    key: str,
+    default: float | None,
+    low: float | None,
+    high: float | None,
+    low_open: bool = False,
+) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise bad(key, "must be a number")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        side = f"> {low}" if low_open else f">= {low}"
+        raise bad(key, f"must be {side}" + (f" and <= {high}" if high is not None else ""))
+    return float(value)
+
+
+def _stop(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and len(raw) <= 16 and all(isinstance(s, str) for s in raw):
+        return tuple(raw)
+    raise bad("stop", "must be a string or a list of up to 16 strings")
+
+
+def _token_list(body: dict[str, Any], key: str) -> list[int]:
+    raw = body.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(_is_token(t) for t in raw):
+        raise bad(key, "must be a list of token ids")
+    return list(raw)
+
+
+def _logit_bias(raw: Any) -> tuple[tuple[int, float], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise bad("logit_bias", "must map token ids to biases")
+    out = []
+    for key, value in raw.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise bad("logit_bias", f"key {key!r} is not a token id") from None
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not -100 <= value <= 100
+        ):
+            raise bad("logit_bias", f"bias for {key} must be a number in [-100, 100]")
+        out.append((token, float(value)))
+    return tuple(sorted(out))

@@ -1,0 +1,180 @@
+"""Server settings: from flags or from the serverless worker's environment variables.
+
+Every setting has one environment variable (the RunPod vLLM worker's names);
+a flag of the same name in lower case with dashes (`--max-model-len`) wins
+over the variable. Booleans are 0 or 1. A value that does not parse stops
+start-up with one line naming the variable. `unused()` lists the settings that
+were set but that the chosen engine does not read, so start-up can say so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from gauge.errors import ConfigError
+
+DEFAULT_MODEL = "gauge-tiny"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8088
+
+# Read by the server or the worker whatever the engine.
+SERVER_VARS = frozenset(
+    {
+        "ENGINE",
+        "MODEL_NAME",
+        "HOST",
+        "PORT",
+        "API_KEY",
+        "MAX_CONCURRENCY",
+        "OPENAI_SERVED_MODEL_NAME_OVERRIDE",
+        "OPENAI_RESPONSE_ROLE",
+        "RAW_OPENAI_OUTPUT",
+        "DEFAULT_BATCH_SIZE",
+        "DEFAULT_MIN_BATCH_SIZE",
+        "DEFAULT_BATCH_SIZE_GROWTH_FACTOR",
+        "DISABLE_LOG_STATS",
+        "DISABLE_LOG_REQUESTS",
+    }
+)
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything `gauge serve` and the worker are configured with."""
+
+    engine: str = "transformers"
+    model_name: str = DEFAULT_MODEL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_key: str | None = field(default=None, repr=False)
+    max_concurrency: int = 256
+    openai_served_model_name_override: str | None = None
+    openai_response_role: str = "assistant"
+    raw_openai_output: bool = True
+    default_batch_size: int = 50
+    default_min_batch_size: int = 1
+    default_batch_size_growth_factor: float = 3.0
+    disable_log_stats: bool = False
+    disable_log_requests: bool = False
+    # model loading
+    model_revision: str | None = None
+    max_model_len: int | None = None
+    base_path: str | None = None
+    load_format: str | None = None
+    hf_token: str | None = field(default=None, repr=False)
+    quantization: str | None = None
+    trust_remote_code: bool = False
+    seed: int | None = None
+    kv_cache_dtype: str | None = None
+    dtype: str | None = None
+    tokenizer_name: str | None = None
+    tokenizer_revision: str | None = None
+    custom_chat_template: str | None = None
+    gpu_memory_utilization: float | None = None
+    max_parallel_loading_workers: int | None = None
+    block_size: int | None = None
+    swap_space: float | None = None
+    enforce_eager: bool = False
+    max_context_len_to_capture: int | None = None
+    disable_custom_all_reduce: bool = False
+    tensor_parallel_size: int | None = None
+    # the mock engine's latencies (seconds), for load tests
+    mock_latency: float = 0.0
+    mock_token_latency: float = 0.0
+    set_vars: frozenset[str] = frozenset()
+    """Variables given by environment or flag (for `unused`)."""
+
+    @property
+    def served_name(self) -> str:
+        """The model id clients send and `/v1/models` lists."""
+        return self.openai_served_model_name_override or self.model_name
+
+    def unused(self, engine_uses: frozenset[str]) -> list[str]:
+        """Settings that were set but that neither the server nor the engine reads."""
+        return sorted(self.set_vars - SERVER_VARS - engine_uses)
+
+
+def _var(name: str) -> str:
+    return name.upper()
+
+
+SETTING_FIELDS = {f.name: f for f in fields(Settings) if f.name != "set_vars"}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from `environ` (default os.environ), overridden by non-None `flags`."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for name, spec in SETTING_FIELDS.items():
+        var = _var(name)
+        raw = environ.get(var)
+        if raw is not None and raw.strip() != "":
+            values[name] = _parse(var, raw.strip(), spec.type)
+            given.add(var)
+    for name, value in (flags or {}).items():
+        if name not in SETTING_FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is not None:
+            var = _var(name)
+            values[name] = (
+                _parse(var, value, SETTING_FIELDS[name].type) if isinstance(value, str) else value
+            )
+            given.add(var)
+    settings = Settings(**values, set_vars=frozenset(given))
+    _check(settings)
+    return settings
+
+
+def _parse(var: str, raw: str, kind: Any) -> Any:
+    text = str(kind)
+    try:
+        if text.startswith("bool"):
+            if raw not in ("0", "1"):
+                raise ValueError
+            return raw == "1"
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        want = {"b": "0 or 1", "i": "an integer", "f": "a number"}[text[0]]
+        raise ConfigError(f"{var}={raw!r} is not valid: use {want}") from None
+    return raw
+
+
+def _check(s: Settings) -> None:
+    def positive(var: str, value: float | None) -> None:
+        if value is not None and value <= 0:
+            raise ConfigError(f"{var}={value} must be greater than 0")
+
+    positive("MAX_CONCURRENCY", s.max_concurrency)
+    positive("DEFAULT_BATCH_SIZE", s.default_batch_size)
+    positive("DEFAULT_MIN_BATCH_SIZE", s.default_min_batch_size)
+    positive("MAX_MODEL_LEN", s.max_model_len)
+    positive("TENSOR_PARALLEL_SIZE", s.tensor_parallel_size)
+    positive("BLOCK_SIZE", s.block_size)
+    if s.default_batch_size_growth_factor < 1:
+        raise ConfigError(
+            f"DEFAULT_BATCH_SIZE_GROWTH_FACTOR={s.default_batch_size_growth_factor} "
+            "must be at least 1"
+        )
+    if s.gpu_memory_utilization is not None and not 0 < s.gpu_memory_utilization <= 1:
+        raise ConfigError(f"GPU_MEMORY_UTILIZATION={s.gpu_memory_utilization} must be in (0, 1]")
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"PORT={s.port} must be between 1 and 65535")
+    if s.openai_response_role not in ("assistant", "user", "system"):
+        raise ConfigError(
+            f"OPENAI_RESPONSE_ROLE={s.openai_response_role!r} must be assistant, user or system"
+        )
+    if s.mock_latency < 0 or s.mock_token_latency < 0:
+        raise ConfigError("MOCK_LATENCY and MOCK_TOKEN_LATENCY must be 0 or more seconds")
+    from gauge.serve.engines import ENGINES
+
+    if s.engine not in ENGINES:
+        raise ConfigError(f"ENGINE={s.engine!r} is not known; use one of {', '.join(ENGINES)}")
