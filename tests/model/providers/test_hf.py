@@ -449,6 +449,21 @@ def test_load_spec_routes_model_args(model_dir: Path) -> None:
     assert hub.model_path == "Qwen/Qwen2.5-0.5B" and hub.device is None
 
 
+def test_threads_arg_sets_torch_threads_on_load(model_dir: Path) -> None:
+    assert loading.spec_from_args("gauge-tiny", {}).threads == 1  # tiny: no intra-op threads
+    assert loading.spec_from_args("Qwen/Qwen2.5-0.5B", {}).threads is None
+    with pytest.raises(ConfigError, match="-M threads=0 must be a whole number >= 1"):
+        loading.spec_from_args("gauge-tiny", {"threads": 0})
+    spec = loading.spec_from_args("local", {"model_path": str(model_dir), "threads": "1"})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        loading.load(spec)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 async def test_context_limit_caps_output_and_splits_the_batch(model: Model) -> None:
     # The test model has 96 positions; "<|user|>" + prompt + "<|assistant|>" is len + 2.
     longs = [ch * 80 for ch in "abcdefgh"]
