@@ -360,10 +360,23 @@ async def test_connection_limit_never_exceeded_under_200_concurrent_calls() -> N
     assert limiter.in_flight == 0 and not limiter._waiters
 
 
-async def test_default_limit_comes_from_the_provider() -> None:
-    model = mock(max_connections=3, latency=0.002)
-    await asyncio.gather(*(model.generate("x") for i in range(30)))
-    assert connection_limiter(model.api.connection_key(), 3).peak == 3
+async def test_adaptive_limit_starts_at_the_provider_default() -> None:
+    release = asyncio.Event()
+
+    async def answer(input: list[ChatMessage], *rest: Any) -> str:
+        await release.wait()
+        return "ok"
+
+    model = mock(outputs=answer, max_connections=3)
+    calls = [asyncio.ensure_future(model.generate("x")) for _ in range(30)]
+    await asyncio.sleep(0.01)
+    limiter = connection_limiter(model.api.connection_key(), 3)
+    # The first wave is the provider's default; the rest wait for slots.
+    assert limiter.in_flight == 3 and len(limiter._waiters) == 27
+    release.set()
+    await asyncio.gather(*calls)
+    # Saturated successes grow the (unset, hence adaptive) limit past the start.
+    assert limiter.limit > 3 and limiter.peak > 3
 
 
 async def test_limiter_resizing_wakes_waiters_and_lets_holders_finish() -> None:

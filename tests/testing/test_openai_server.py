@@ -140,7 +140,7 @@ async def test_rate_limit_answers_429_with_wait_headers(http: aiohttp.ClientSess
 
 
 async def test_tokens_per_minute_limit(http: aiohttp.ClientSession) -> None:
-    async with OpenAIServer(tokens_per_minute=20) as server:
+    async with OpenAIServer(tokens_per_minute=10) as server:
         first = await post(http, f"{server.url}/chat/completions", CHAT)
         second = await post(http, f"{server.url}/chat/completions", CHAT)
     assert first[0] == 200

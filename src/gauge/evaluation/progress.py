@@ -102,6 +102,16 @@ class ProgressDisplay:
                 f"rate-limited {c.rate_limits}",
                 f"tokens {c.tokens:,}",
             )
+        from gauge.model.rate import key_stats
+
+        for k in key_stats():  # rate control per connection key, live
+            grid.add_row(
+                f"  {k['key']}",
+                f"concurrency {k['concurrency']}{'' if k['adaptive'] else ' (fixed)'}",
+                f"in flight {k['in_flight']}",
+                f"rate-limit hits {k['rate_limit_hits']}",
+                f"{k['tokens_per_minute']:,.0f} tokens/min",
+            )
         return grid
 
     def close(self) -> None:

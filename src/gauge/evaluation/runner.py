@@ -174,7 +174,7 @@ async def run_task(
             seconds=time.perf_counter() - started,
             message=message,
         )
-        writer.write({"type": "summary", **result.as_dict()})
+        writer.write({"type": "summary", **result.as_dict(), "rate_control": model.rate_stats()})
         writer.close()
     if status == "error":
         result.message = (

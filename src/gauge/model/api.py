@@ -145,7 +145,7 @@ class ModelAPI(abc.ABC):
         return 10
 
     def connection_key(self) -> str:
-        """Requests sharing this key share one concurrency limit (and, later, rate budget)."""
+        """Requests sharing this key share one concurrency limit and rate budget."""
         key = self.api_key.get() if self.api_key else ""
         digest = hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
         return f"{self.name}|{self.base_url or ''}|{digest}|{self.model_name}"

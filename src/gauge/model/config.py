@@ -43,7 +43,18 @@ class GenerateConfig(BaseModel):
     attempt_timeout: float | None = Field(default=None, gt=0)
     """Seconds for one attempt; a slower attempt is cancelled and retried."""
     max_connections: int | None = Field(default=None, ge=1)
-    """Concurrent requests per connection key (provider + key + model + base URL)."""
+    """Concurrent requests per connection key (provider + key + model + base URL).
+
+    Unset: adaptive (starts at the provider's default, grows while saturated,
+    halves on rate limits); set: fixed at this value."""
+    rpm: float | None = Field(
+        default=None, gt=0, description="Requests per minute per connection key."
+    )
+    """Requests per minute per connection key (a token bucket; learned from headers too)."""
+    tpm: float | None = Field(
+        default=None, gt=0, description="Tokens per minute per connection key."
+    )
+    """Tokens per minute per connection key (estimated input + max_tokens, reconciled)."""
     system_message: str | None = None
     """Inserted after any leading system messages."""
     max_tool_output: int | None = Field(default=None, ge=0)
@@ -124,6 +135,8 @@ PIPELINE_FIELDS = frozenset(
         "timeout",
         "attempt_timeout",
         "max_connections",
+        "rpm",
+        "tpm",
         "system_message",
         "max_tool_output",
         "drop_unsupported",

@@ -1,8 +1,8 @@
 """Concurrency limits per connection key.
 
 `ConnectionLimiter` is a semaphore whose limit can change while it is in use (the
-adaptive-concurrency controller resizes it). Limiters live per event loop, since
-asyncio futures cannot cross loops.
+adaptive-concurrency controller in `gauge.model.rate` resizes it). Limiters live
+per event loop, since asyncio futures cannot cross loops.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class ConnectionLimiter:
         """Give a slot back and hand it to the next waiter."""
         self.in_flight -= 1
         self._wake()
+
+    @property
+    def saturated(self) -> bool:
+        """Whether every slot is taken (demand meets or exceeds the limit)."""
+        return self.in_flight >= self.limit or bool(self._waiters)
 
     def set_limit(self, limit: int) -> None:
         """Change the limit; extra holders finish normally, new slots wake waiters."""

@@ -14,10 +14,11 @@ from gauge.model.api import ModelAPI
 from gauge.model.cache.policy import CachePolicy
 from gauge.model.cache.stage import cache_config, is_hit, response_cache
 from gauge.model.config import ADVISORY_FIELDS, PROVIDER_FIELDS, GenerateConfig, as_config
-from gauge.model.limits import connection_limiter
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, ModelUsage
 from gauge.model.prepare import as_messages, prepare_messages, resolve_tools
+from gauge.model.rate.keys import key_state
+from gauge.model.rate.stage import rate_control
 from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
 from gauge.model.tools import ToolChoice, ToolInfo
 
@@ -52,7 +53,8 @@ class Model:
         self.usage = ModelUsage()
         self.retry_policy = RetryPolicy()
         self.sleep: pipeline.Sleep = asyncio.sleep
-        """Backoff sleep; tests swap in a fake clock."""
+        """Backoff and budget sleep; tests swap in a fake one (the rate clock follows it)."""
+        self._skew = 0.0
         self._memo_key: tuple[Any, ...] | None = None
         self._call = pipeline.build_pipeline(
             pipeline.provider_call(api),
@@ -60,7 +62,7 @@ class Model:
                 pipeline.total_deadline,
                 response_cache(api),
                 pipeline.retry(api, self.retry_policy, self._sleep),
-                pipeline.connection_slot(api),
+                rate_control(api, self._sleep, self._clock),
                 pipeline.attempt,
             ],
         )
@@ -113,13 +115,15 @@ class Model:
         cfg = request.config
         max_retries = self.retry_policy.max_retries if cfg.max_retries is None else cfg.max_retries
         deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-        limiter = connection_limiter(
-            self.api.connection_key(), cfg.max_connections or self.api.max_connections()
-        )
+        state = key_state(self.api.connection_key(), self.api.max_connections(), self._clock)
+        state.configure(cfg.max_connections, cfg.rpm, cfg.tpm)
+        limiter = state.limiter
         while True:
             started_at = time.perf_counter()
             yielded = False
             try:
+                if state.gated:
+                    await state.admit(0, self._sleep)
                 await limiter.acquire()
                 try:
                     deltas = self.api.stream(request.input, request.tools, request.tool_choice, cfg)
@@ -146,6 +150,7 @@ class Model:
                     )
                 decision = pipeline.classify(self.api, ex)
                 pipeline.observe(decision)
+                state.failed(decision.kind, decision.retry_after, 0, None)
                 request.attempts.append(
                     Attempt(
                         len(request.attempts) + 1,
@@ -161,7 +166,7 @@ class Model:
                     attach_history(ex, request.attempts)
                     raise ex from None
                 request.attempts[-1].wait = wait_s
-                await self.sleep(wait_s)
+                await self._sleep(wait_s)
 
     def _request(
         self,
@@ -205,7 +210,16 @@ class Model:
         return GenerateConfig.model_construct(_fields_set=set(values), **values)
 
     async def _sleep(self, seconds: float) -> None:
+        started = time.monotonic()
         await self.sleep(seconds)
+        # A fake sleep is a fake clock: the rate controller's pauses and budgets must
+        # see the time it pretended to pass (and no more), or they would wait for real.
+        short = seconds - (time.monotonic() - started)
+        if short > 0.001:
+            self._skew += short
+
+    def _clock(self) -> float:
+        return time.monotonic() + self._skew
 
     def _account(self, usage: ModelUsage) -> None:
         self.usage = self.usage + usage
@@ -226,6 +240,13 @@ class Model:
             "max_tokens": self.config.max_tokens,
             "honours": sorted(api.honours),
         }
+
+    def rate_stats(self) -> dict[str, Any]:
+        """Concurrency, in flight, rate-limit hits and tokens/min of this model's key.
+
+        Read inside the event loop the model runs in (states are per loop).
+        """
+        return key_state(self.api.connection_key(), self.api.max_connections()).stats()
 
     def sync(self) -> SyncModel:
         """A blocking facade for scripts and notebooks."""

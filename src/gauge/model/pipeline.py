@@ -1,9 +1,10 @@
 """The generate pipeline: stages with one signature, composed once per Model.
 
-    total deadline -> retry -> connection slot -> attempt (deadline, timing) -> provider
+    total deadline -> cache -> retry -> rate control -> attempt (deadline, timing) -> provider
 
-The first stage listed is the outermost. Retry wraps the slot, so backoff sleeps
-never hold a connection. Later stages (cache, rate budgets) slot into the list.
+The first stage listed is the outermost (Model builds the list). Retry wraps rate
+control (`gauge.model.rate.stage`: key-wide pause, RPM/TPM budgets, adaptive
+connection slot), so backoff sleeps and budget waits never hold a connection.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from gauge.errors import ModelTimeout
 from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
-from gauge.model.limits import connection_limiter
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
 from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
@@ -147,25 +147,6 @@ def classify(api: ModelAPI, ex: BaseException) -> RetryDecision:
         return api.classify_error(ex)
     except Exception:  # a broken classifier must not hide the real error
         return RetryDecision("fatal")
-
-
-def connection_slot(api: ModelAPI) -> Stage:
-    """Hold one of the connection key's slots for the duration of an attempt."""
-    key = api.connection_key()
-    default = api.max_connections()
-
-    def wrap(call: Call) -> Call:
-        async def stage(request: ModelRequest) -> ModelOutput:
-            limiter = connection_limiter(key, request.config.max_connections or default)
-            await limiter.acquire()
-            try:
-                return await call(request)
-            finally:
-                limiter.release()
-
-        return stage
-
-    return wrap
 
 
 class AttemptTimeout(ModelTimeout):

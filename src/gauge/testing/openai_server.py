@@ -10,10 +10,18 @@
 
 Endpoints: POST /v1/chat/completions and /v1/completions (JSON or SSE when
 `stream` is true, ending with `data: [DONE]`), GET /v1/models and
-/v1/models/{id}. Replies echo the last user message (or `reply=`), honouring
+/v1/models/{id}; GET /stats answers {"requests", "rejected"} (for
+benchmarks). Replies echo the last user message (or `reply=`), honouring
 `n`, `max_tokens` (finish_reason "length"), `stop`, `logprobs`/`top_logprobs`,
 tools with a required or named `tool_choice` (a tool call is returned), and
 `reasoning_effort` (a `reasoning_content` field, as vLLM and DeepSeek send it).
+
+Rate limits: `rate_limit` requests per sliding second; `tokens_per_minute`
+over a sliding `token_window` (60 s; a shorter window enforces the same rate
+in proportion, as providers do), charging each request's usage total_tokens
+(one word = one token). With `rate_headers`, every answer carries
+OpenAI's x-ratelimit-limit-requests (per minute) / -tokens, and the remaining
+count and reset time of the current window.
 
 Faults, drawn per request from a seeded RNG, in this order: requests/s and
 tokens/min limits (429 with Retry-After, retry-after-ms and x-ratelimit-reset-*),
@@ -92,6 +100,8 @@ class OpenAIServer:
         latency: float = 0.0,
         rate_limit: float | None = None,
         tokens_per_minute: float | None = None,
+        token_window: float = 60.0,
+        rate_headers: bool = False,
         error_rate: float = 0.0,
         hang_rate: float = 0.0,
         malformed_rate: float = 0.0,
@@ -113,6 +123,10 @@ class OpenAIServer:
         self.latency = latency
         self.rate_limit = rate_limit
         self.tokens_per_minute = tokens_per_minute
+        self.token_window = token_window
+        self.rate_headers = rate_headers
+        self.rejected = 0
+        """Requests answered 429 by the rate limits."""
         self.error_rate = error_rate
         self.hang_rate = hang_rate
         self.malformed_rate = malformed_rate
@@ -129,6 +143,7 @@ class OpenAIServer:
         self._script: deque[ScriptedResponse] = deque()
         self._request_times: deque[float] = deque()
         self._token_times: deque[tuple[float, int]] = deque()
+        self._window_tokens = 0
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
 
@@ -154,6 +169,7 @@ class OpenAIServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model:.+}", self._model)
+        app.router.add_get("/stats", self._stats)
         # Azure OpenAI and Azure AI shapes, for the providers' URL tests.
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
@@ -200,6 +216,10 @@ class OpenAIServer:
         data = [model_object(m) for m in ("mock-model", "mock-model-2")]
         return _json({"object": "list", "data": data})
 
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        # Not counted as a request: benchmarks read it between runs.
+        return _json({"requests": self.count, "rejected": self.rejected})
+
     async def _model(self, request: web.Request) -> web.StreamResponse:
         self.count += 1
         self._remember(request, None)
@@ -233,7 +253,12 @@ class OpenAIServer:
             return _error(400, f"Invalid request body: {problem}")
         if not isinstance(body, dict) or not body.get("model"):
             return _error(400, "you must provide a model parameter")
-        if (limited := self._limited(body)) is not None:
+        data = None
+        if self.tokens_per_minute is not None:
+            # The token limit charges what the answer will report as used.
+            data = self._reply(kind, body, reply)
+        limited, rate_headers = self._limited(data)
+        if limited is not None:
             return limited
         if self.latency > 0:
             await asyncio.sleep(self.latency)
@@ -248,41 +273,77 @@ class OpenAIServer:
             return web.Response(
                 body=b'{"id": "chatcmpl-trunc", "choices": [', content_type="application/json"
             )
-        data = self.responder(kind, body) if self.responder else None
         if data is None:
-            data = reply(body, self.reply)
+            data = self._reply(kind, body, reply)
         if body.get("stream"):
-            return await _sse(request, chunks(data, body))
-        return _json(data)
+            return await _sse(request, chunks(data, body), rate_headers)
+        return _json(data, headers=rate_headers)
 
-    def _limited(self, body: dict[str, Any]) -> web.Response | None:
+    def _reply(
+        self, kind: str, body: dict[str, Any], reply: Callable[..., dict[str, Any]]
+    ) -> dict[str, Any]:
+        data = self.responder(kind, body) if self.responder else None
+        return reply(body, self.reply) if data is None else data
+
+    def _limited(
+        self, data: dict[str, Any] | None
+    ) -> tuple[web.Response | None, dict[str, str] | None]:
+        """(a 429 when over a limit, else None; the rate headers for the answer)."""
         if self.rate_limit is None and self.tokens_per_minute is None:
-            return None
+            return None, None
         now = time.monotonic()
+        times = self._request_times
+        while times and now - times[0] >= 1.0:
+            times.popleft()
+        window = self._token_times
+        while window and now - window[0][0] >= self.token_window:
+            self._window_tokens -= window.popleft()[1]
+        if self.rate_limit is not None and len(times) >= self.rate_limit:
+            return self._too_many("requests", "requests per second", now), None
+        tokens = 0
+        if self.tokens_per_minute is not None:
+            usage = (data or {}).get("usage") or {}
+            tokens = int(usage.get("total_tokens") or 0)
+            if self._window_tokens + tokens > self._token_budget():
+                return self._too_many("tokens", "tokens per minute", now), None
+            window.append((now, tokens))
+            self._window_tokens += tokens
+        if self.rate_limit is not None:
+            times.append(now)
+        return None, self._rate_headers(now)
+
+    def _token_budget(self) -> float:
+        return (self.tokens_per_minute or 0.0) * self.token_window / 60.0
+
+    def _rate_headers(self, now: float) -> dict[str, str] | None:
+        if not self.rate_headers:
+            return None
+        headers: dict[str, str] = {}
         if self.rate_limit is not None:
             times = self._request_times
-            while times and now - times[0] >= 1.0:
-                times.popleft()
-            if len(times) >= self.rate_limit:
-                return self._too_many("requests", "requests per second")
-            times.append(now)
+            headers["x-ratelimit-limit-requests"] = f"{self.rate_limit * 60:g}"
+            headers["x-ratelimit-remaining-requests"] = f"{max(0, self.rate_limit - len(times)):g}"
+            reset = 1.0 - (now - times[0]) if times else 0.0
+            headers["x-ratelimit-reset-requests"] = f"{max(0.0, reset):.3f}s"
         if self.tokens_per_minute is not None:
-            tokens = len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4
             window = self._token_times
-            while window and now - window[0][0] >= 60.0:
-                window.popleft()
-            if sum(n for _, n in window) + tokens > self.tokens_per_minute:
-                return self._too_many("tokens", "tokens per minute")
-            window.append((now, tokens))
-        return None
+            left = max(0, int(self._token_budget() - self._window_tokens))
+            headers["x-ratelimit-limit-tokens"] = f"{self.tokens_per_minute:g}"
+            headers["x-ratelimit-remaining-tokens"] = str(left)
+            reset = self.token_window - (now - window[0][0]) if window else 0.0
+            headers["x-ratelimit-reset-tokens"] = f"{max(0.0, reset):.3f}s"
+        return headers
 
-    def _too_many(self, kind: str, unit: str) -> web.Response:
+    def _too_many(self, kind: str, unit: str, now: float) -> web.Response:
+        self.rejected += 1
         wait = self.retry_after
         headers = {
             "Retry-After": f"{wait:g}",
             "retry-after-ms": str(int(wait * 1000)),
             f"x-ratelimit-reset-{kind}": f"{wait:g}s",
         }
+        if (extra := self._rate_headers(now)) is not None:
+            headers = {**extra, **headers}
         message = f"Rate limit reached on {unit}. Please try again in {wait:g}s."
         return _error(429, message, kind, headers, code="rate_limit_exceeded")
 
@@ -320,9 +381,11 @@ def _error(
     return _json({"error": error}, status, headers)
 
 
-async def _sse(request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+async def _sse(
+    request: web.Request, chunks: list[dict[str, Any]], extra: dict[str, str] | None = None
+) -> web.StreamResponse:
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **(extra or {})}
     )
     await response.prepare(request)
     for chunk in chunks:
@@ -345,6 +408,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/s before 429")
     parser.add_argument("--tpm", type=float, default=None, help="tokens/min before 429")
+    parser.add_argument(
+        "--token-window", type=float, default=60.0, help="seconds the tpm limit is enforced over"
+    )
+    parser.add_argument(
+        "--rate-headers", action="store_true", help="send x-ratelimit-* headers on every answer"
+    )
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
     parser.add_argument("--hang-rate", type=float, default=0.0, help="fraction never answered")
     parser.add_argument("--malformed-rate", type=float, default=0.0, help="fraction with bad JSON")
@@ -393,6 +462,8 @@ def _serve(
             latency=args.latency,
             rate_limit=args.rate_limit,
             tokens_per_minute=args.tpm,
+            token_window=args.token_window,
+            rate_headers=args.rate_headers,
             error_rate=args.error_rate,
             hang_rate=args.hang_rate,
             malformed_rate=args.malformed_rate,

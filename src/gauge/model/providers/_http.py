@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
+from gauge.model.rate.sink import offer
 
 if TYPE_CHECKING:
     import aiohttp
@@ -136,6 +137,7 @@ class HttpClient:
             ) as response:
                 if response.status >= 300:
                     _decode(response.status, await response.read(), response.headers)
+                offer(response.headers)
                 data: list[bytes] = []
                 async for line in response.content:
                     line = line.rstrip(b"\r\n")
@@ -164,6 +166,7 @@ class HttpClient:
 def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, Mapping[str, str]]:
     # Headers are passed through as the response's own case-insensitive mapping:
     # copying them on every success costs more than the rest of the decoding.
+    offer(headers)  # to the rate stage, which learns x-ratelimit-* limits from them
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

@@ -1,0 +1,399 @@
+"""One KeyState per connection key: controller, budgets, key-wide pause, counters.
+
+Requests that share a connection key (provider + API key + model + base URL)
+share one KeyState, so they share one concurrency limit, one RPM/TPM budget and
+one pause: a Retry-After (or a budget reported as used up) stops every request
+of the key, not only the one that was told. States live per event loop, since
+the limiter's futures cannot cross loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from gauge.model.limits import ConnectionLimiter, connection_limiter
+from gauge.model.rate.adaptive import AdaptiveConcurrency
+from gauge.model.rate.buckets import TokenBucket
+from gauge.model.rate.headers import SAFETY, TOKEN_SAFETY, read_headers
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+WINDOW = 60.0
+"""Seconds of history behind the tokens-per-minute figure."""
+TOKEN_RECHECK = 0.1
+"""Seconds between checks of a token reservation waiting in line."""
+PROBE_EVERY = 5.0
+"""Seconds without a rate limit before an inferred request rate is raised by PROBE_STEP."""
+PROBE_STEP = 1.05
+INFER_CUT = 0.9
+MIN_INFER = 4
+"""Requests accepted in the last second needed before a rate is inferred from a 429."""
+BUDGET_CUT = 0.97
+MIN_MARGIN = 0.5
+"""Factor applied to an inferred request rate on each later rate-limit episode."""
+RECENT = 1.0
+"""Seconds of sends charged to a budget learned from headers (the shortest window
+providers enforce their per-minute limits over)."""
+
+
+class KeyState:
+    """Rate control and counters of one connection key."""
+
+    def __init__(self, key: str, limiter: ConnectionLimiter, start: int, clock: Clock) -> None:
+        self.key = key
+        self.limiter = limiter
+        self.clock = clock
+        self.controller = AdaptiveConcurrency(start)
+        limiter.set_limit(self.controller.limit)
+        self.rpm: TokenBucket | None = None
+        self.tpm: TokenBucket | None = None
+        self.paused_until = 0.0
+        self.requests = 0
+        self.successes = 0
+        self.failures = 0
+        self.rate_limit_hits = 0
+        self.pauses = 0
+        self.tokens = 0
+        self.learned_rpm: float | None = None
+        self.learned_tpm: float | None = None
+        self.margin = 1.0
+        """Scale on learned limits, lowered by BUDGET_CUT on each rate-limit episode
+        that happens within a learned budget (the provider's window is stricter
+        than the headers say, e.g. it rejects a request that would cross it)."""
+        self.inferred_rpm = False
+        """Whether learned_rpm was inferred from 429s (no headers) and is being probed."""
+        self._probed_at = 0.0
+        self._fixed: int | None = None
+        self._user_rpm: float | None = None
+        self._user_tpm: float | None = None
+        self._window: deque[tuple[float, int]] = deque()
+        self._window_tokens = 0
+        self._started = clock()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def configure(self, max_connections: int | None, rpm: float | None, tpm: float | None) -> None:
+        """Apply this request's settings (cheap when nothing changed)."""
+        if max_connections != self._fixed:
+            self._fixed = max_connections
+            self.controller.set_fixed(max_connections)
+            self.limiter.set_limit(self.controller.limit)
+        if rpm != self._user_rpm or tpm != self._user_tpm:
+            self._user_rpm, self._user_tpm = rpm, tpm
+            self._rebudget()
+
+    def _rebudget(self) -> None:
+        now = self.clock()
+        rpm = _lowest(self._user_rpm, self.learned_rpm, SAFETY * self.margin)
+        tpm = _lowest(self._user_tpm, self.learned_tpm, TOKEN_SAFETY * self.margin)
+        self.rpm = _bucket(self.rpm, rpm, now)
+        self.tpm = _bucket(self.tpm, tpm, now)
+
+    # -- before an attempt -----------------------------------------------------------------
+
+    @property
+    def gated(self) -> bool:
+        """Whether an attempt may have to wait before taking a slot."""
+        return self.paused_until > 0.0 or self.rpm is not None or self.tpm is not None
+
+    async def admit(self, tokens: int, sleep: Sleep) -> None:
+        """Wait out a key-wide pause and reserve the budgets (no slot is held)."""
+        await self.wait_pause(sleep)
+        now = self.clock()
+        rpm = self.rpm
+        tpm = self.tpm if tokens else None
+        request_ticket = 0.0 if rpm is None else rpm.ticket(1, now)
+        token_ticket = 0.0 if tpm is None else tpm.ticket(tokens, now)
+        try:
+            # Checked again after each sleep: a pause that began meanwhile holds
+            # the buckets, which moves every reservation back.
+            while rpm is not None and (left := rpm.wait_for(request_ticket, self.clock())) > 0:
+                await sleep(left)
+            while tpm is not None and (left := tpm.wait_for(token_ticket, self.clock())) > 0:
+                # Wake up now and then: refunds from replies that used less than
+                # they reserved move this reservation up the line.
+                await sleep(min(left, TOKEN_RECHECK))
+        except BaseException:
+            self.refund(tokens, requests=True)
+            raise
+        await self.wait_pause(sleep)
+
+    @property
+    def paused(self) -> bool:
+        """Whether a key-wide pause is in force."""
+        return self.paused_until > 0.0 and self.paused_until > self.clock()
+
+    async def wait_pause(self, sleep: Sleep) -> None:
+        """Wait until the key-wide pause (if any) is over."""
+        while self.paused_until > 0.0:
+            until = self.paused_until
+            left = until - self.clock()
+            if left <= 0:
+                self.paused_until = 0.0
+                return
+            await sleep(left)
+            # Wait again only if the pause was extended meanwhile (never spin on a
+            # sleep that returned early).
+            if self.paused_until <= until:
+                return
+
+    def refund(self, tokens: int, requests: bool = False) -> None:
+        """Give back a reservation that was never used."""
+        now = self.clock()
+        if tokens and self.tpm is not None:
+            self.tpm.adjust(tokens, now)
+        if requests and self.rpm is not None:
+            self.rpm.adjust(1, now)
+
+    # -- after an attempt ------------------------------------------------------------------
+
+    def succeeded(
+        self,
+        reserved: int,
+        used: int | None,
+        saturated: bool,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        """Count a successful attempt, reconcile its tokens and maybe grow."""
+        self.requests += 1
+        self.successes += 1
+        self._count_tokens(used or 0)
+        if used is not None and used > 0 and self.tpm is not None and reserved:
+            self.tpm.adjust(reserved - used, self.clock())
+        if headers is not None:
+            self.learn(headers)
+        if self.inferred_rpm and self.learned_rpm is not None:
+            self._probe()
+        limit = self.controller.on_success(saturated)
+        if limit != self.limiter.limit:
+            self.limiter.set_limit(limit)
+
+    def failed(
+        self,
+        kind: str,
+        retry_after: float | None,
+        reserved: int,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        """Count a failed attempt; a rate limit cuts concurrency and pauses the key."""
+        self.requests += 1
+        self.failures += 1
+        if headers is not None:
+            self.learn(headers)
+        if kind != "rate_limit":
+            return
+        self.rate_limit_hits += 1
+        now = self.clock()
+        # The provider did not process a rejected request: its tokens are not spent.
+        if reserved and self.tpm is not None:
+            self.tpm.adjust(reserved, now)
+        cut = now >= self.controller.hold_until
+        # With a budget learned from headers (or set by the user) the budget and the
+        # pause handle the limit; cutting concurrency too would only bunch requests
+        # that already hold a reservation behind fewer slots.
+        budgeted = (
+            self.learned_tpm is not None
+            or self._user_tpm is not None
+            or (self.learned_rpm is not None and not self.inferred_rpm)
+            or self._user_rpm is not None
+        )
+        if not budgeted:
+            limit = self.controller.on_rate_limit(now)
+            if limit != self.limiter.limit:
+                self.limiter.set_limit(limit)
+        elif cut and self.margin > MIN_MARGIN:
+            self.controller.hold_until = now + self.controller.cooldown
+            self.margin *= BUDGET_CUT
+            self._rebudget()
+        if cut and (self.inferred_rpm or (self.learned_rpm is None and self.learned_tpm is None)):
+            self._infer_rate(now)
+        if retry_after is not None and retry_after > 0:
+            self.pause(retry_after, now)
+
+    def _infer_rate(self, now: float) -> None:
+        """No limit headers: the first time, take what the provider accepted over the
+        last second as the request rate; later, trim it by INFER_CUT. It is probed
+        upward while no rate limit comes back (see `_probe`)."""
+        had = self.rpm is not None, self.tpm is not None
+        if self.inferred_rpm and self.learned_rpm is not None:
+            self.learned_rpm *= INFER_CUT
+            self._probed_at = now
+            self._rebudget()
+            return
+        accepted = 0
+        for at, _ in reversed(self._window):
+            if now - at > RECENT:
+                break
+            accepted += 1
+        if accepted < MIN_INFER:  # too few to tell a rate from noise
+            return
+        rpm = accepted * 60.0 / RECENT
+        self.learned_rpm = rpm
+        self.inferred_rpm = True
+        self._probed_at = now
+        self._rebudget()
+        self._charge_recent(had)
+
+    def _probe(self) -> None:
+        now = self.clock()
+        if now - self._probed_at >= PROBE_EVERY and self.learned_rpm is not None:
+            self._probed_at = now
+            self.learned_rpm *= PROBE_STEP
+            self._rebudget()
+
+    def pause(self, seconds: float, now: float) -> None:
+        """Hold every new attempt of this key for `seconds` (in-flight ones finish)."""
+        until = now + seconds
+        if until > self.paused_until:
+            self.paused_until = until
+            self.pauses += 1
+            for bucket in (self.rpm, self.tpm):
+                if bucket is not None:
+                    bucket.hold(until, now)
+
+    def learn(self, headers: Mapping[str, str]) -> None:
+        """Update budgets from the provider's x-ratelimit-* headers."""
+        info = read_headers(headers)
+        if info is None:
+            return
+        changed = False
+        if info.limit_requests and info.limit_requests != self.learned_rpm:
+            self.learned_rpm, changed = info.limit_requests, True
+            self.inferred_rpm = False
+        if info.limit_tokens and info.limit_tokens != self.learned_tpm:
+            self.learned_tpm, changed = info.limit_tokens, True
+        if changed:
+            had = self.rpm is not None, self.tpm is not None
+            self._rebudget()
+            self._charge_recent(had)
+        now = self.clock()
+        if info.remaining_requests is not None and self.rpm is not None:
+            self.rpm.drain_to(info.remaining_requests, now)
+        if info.remaining_tokens is not None and self.tpm is not None:
+            self.tpm.drain_to(info.remaining_tokens, now)
+        if (wait := info.exhausted_for()) is not None and wait > 0:
+            self.pause(wait, now)
+
+    def _charge_recent(self, had: tuple[bool, bool]) -> None:
+        """Charge a budget that was just learned with what the last second already sent.
+
+        Without this the first wave, sent before any header arrived, would be
+        spent twice: once by us, and again by the provider's window.
+        """
+        now = self.clock()
+        done, tokens = 0, 0
+        for at, used in reversed(self._window):
+            if now - at > RECENT:
+                break
+            done += 1
+            tokens += used
+        in_flight = self.limiter.in_flight
+        requests = done + in_flight
+        if done:  # replies still on their way: assume they are like the ones back
+            tokens += in_flight * tokens // done
+        if self.rpm is not None and not had[0]:
+            self.rpm.drain_to(-requests, now)
+        if self.tpm is not None and not had[1]:
+            self.tpm.drain_to(-tokens, now)
+
+    # -- visibility ------------------------------------------------------------------------
+
+    def _count_tokens(self, used: int) -> None:
+        now = self.clock()
+        self.tokens += used
+        window = self._window
+        window.append((now, used))
+        self._window_tokens += used
+        while window and now - window[0][0] > WINDOW:
+            self._window_tokens -= window.popleft()[1]
+
+    def tokens_per_minute(self) -> float:
+        """Tokens used over the last minute (scaled up while younger than a minute)."""
+        now = self.clock()
+        while self._window and now - self._window[0][0] > WINDOW:
+            self._window_tokens -= self._window.popleft()[1]
+        span = min(WINDOW, max(now - self._started, 1.0))
+        return self._window_tokens * 60.0 / span
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-friendly snapshot for the progress display and the eval log."""
+        now = self.clock()
+        return {
+            "key": _public_key(self.key),
+            "concurrency": self.limiter.limit,
+            "adaptive": not self.controller.fixed,
+            "in_flight": self.limiter.in_flight,
+            "peak_in_flight": self.limiter.peak,
+            "requests": self.requests,
+            "rate_limit_hits": self.rate_limit_hits,
+            "failures": self.failures,
+            "pauses": self.pauses,
+            "paused_for": round(max(0.0, self.paused_until - now), 3),
+            "tokens": self.tokens,
+            "tokens_per_minute": round(self.tokens_per_minute(), 1),
+            "rpm": None if self.rpm is None else round(self.rpm.rate * 60, 1),
+            "tpm": None if self.tpm is None else round(self.tpm.rate * 60, 1),
+        }
+
+
+def _lowest(user: float | None, learned: float | None, safety: float) -> float | None:
+    planned = None if learned is None else learned * safety
+    if user is None:
+        return planned
+    return user if planned is None else min(user, planned)
+
+
+def _bucket(bucket: TokenBucket | None, per_minute: float | None, now: float) -> TokenBucket | None:
+    if per_minute is None:
+        return None
+    if bucket is None:
+        return TokenBucket.per_minute(per_minute, now)
+    bucket.set_rate(per_minute / 60.0, now)
+    return bucket
+
+
+def _public_key(key: str) -> str:
+    # connection_key() is provider|base_url|sha256(api key)[:12]|model: already
+    # free of secrets, but drop URL credentials should a base URL carry them.
+    parts = key.split("|")
+    if len(parts) > 1 and "@" in parts[1]:
+        scheme, _, rest = parts[1].partition("://")
+        parts[1] = f"{scheme}://{rest.rpartition('@')[2]}" if rest else parts[1]
+    return "|".join(parts)
+
+
+_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, KeyState]]
+_states = weakref.WeakKeyDictionary()
+
+
+def key_state(key: str, start: int, clock: Clock = time.monotonic) -> KeyState:
+    """The running loop's state for `key`, created with `start` slots on first use."""
+    loop = asyncio.get_running_loop()
+    per_loop = _states.get(loop)
+    if per_loop is None:
+        per_loop = _states[loop] = {}
+    state = per_loop.get(key)
+    if state is None:
+        state = per_loop[key] = KeyState(key, connection_limiter(key, start), start, clock)
+    return state
+
+
+def all_stats() -> list[dict[str, Any]]:
+    """Stats of every key of the running event loop (of every live loop outside one)."""
+    try:
+        loops = [asyncio.get_running_loop()]
+    except RuntimeError:
+        loops = list(_states.keys())
+    return [state.stats() for loop in loops for state in _states.get(loop, {}).values()]
+
+
+def estimate_tokens(texts: list[str], max_tokens: int | None) -> int:
+    """Tokens to reserve before a request: about 4 characters per token, plus 4 per
+    message for the chat framing, plus `max_tokens` (the most the reply may use)."""
+    return sum(len(t) for t in texts) // 4 + 4 * len(texts) + (max_tokens or 0)

@@ -1,0 +1,59 @@
+"""Rate control is visible in an eval: live in the progress display, saved in the log."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gauge import GenerateConfig, Task, eval_async, get_model
+from gauge.dataset import Sample
+from gauge.evaluation import progress
+from gauge.scorer import match
+from gauge.testing import OpenAIServer
+
+
+def samples(n: int) -> list[Sample]:
+    return [Sample(input=f"{i}", target=str(i), id=f"s{i}") for i in range(n)]
+
+
+async def test_live_display_and_summary_show_key_stats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
+    console = Console(record=True, width=250, force_terminal=True, file=io.StringIO())
+    model = get_model("mock/visible", memoize=False, latency=0.05, max_connections=4)
+    [result] = await eval_async(
+        Task(samples(40), scorer=match()), model, log_dir=tmp_path, console=console
+    )
+    text = console.export_text()
+    assert "mock||-|visible" in text and "rate-limit hits 0" in text and "tokens/min" in text
+    summary = orjson.loads(Path(result.journal).read_bytes().splitlines()[-1])
+    rate = summary["rate_control"]
+    assert rate["key"] == "mock||-|visible" and rate["adaptive"] is True
+    assert rate["requests"] == 40 and rate["tokens"] == 80 and rate["in_flight"] == 0
+    # The eval kept the key saturated, so the adaptive limit grew past its start of 4.
+    assert rate["concurrency"] > 4
+
+
+async def test_rejections_from_a_rate_limited_server_are_counted(tmp_path: Path) -> None:
+    server = OpenAIServer(rate_limit=20, retry_after=0.2)
+    async with server:
+        model = get_model("openai-api/mock/m", base_url=server.url, memoize=False)
+        [result] = await eval_async(
+            Task(samples(30), scorer=match()),
+            model,
+            log_dir=tmp_path,
+            display=False,
+            config=GenerateConfig(max_retries=10),
+        )
+        await model.close()
+    summary = orjson.loads(Path(result.journal).read_bytes().splitlines()[-1])
+    assert result.completed == 30
+    rate = summary["rate_control"]
+    assert rate["rate_limit_hits"] == server.rejected > 0
+    assert rate["concurrency"] < 32  # cut from the provider's start of 32

@@ -1,0 +1,185 @@
+"""KeyState: key-wide pauses, budgets learned from headers, reconciliation, stats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gauge.model.rate import key_stats
+from gauge.model.rate.keys import KeyState, key_state
+
+
+class FakeClock:
+    """A clock that moves only when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def state(clock: FakeClock, key: str = "p|u|k|m", start: int = 8) -> KeyState:
+    return key_state(key, start, clock)
+
+
+async def test_rate_limit_pauses_the_whole_key_and_cuts_concurrency() -> None:
+    clock = FakeClock()
+    s = state(clock, start=8)
+    s.configure(None, None, None)
+    s.failed("rate_limit", 2.5, 0, None)
+    assert s.limiter.limit == 4 and s.rate_limit_hits == 1 and s.gated
+    # Every caller on the key now waits out the pause before taking a slot.
+    await asyncio.gather(s.admit(0, clock.sleep), s.admit(0, clock.sleep))
+    assert clock.sleeps == [2.5] and clock.now == 102.5
+    await s.admit(0, clock.sleep)
+    assert not s.gated and clock.sleeps == [2.5]
+
+
+async def test_transient_failures_do_not_pause_or_cut() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.failed("transient", 3.0, 0, None)
+    assert s.limiter.limit == 8 and s.paused_until == 0.0 and s.failures == 1
+
+
+async def test_user_rpm_paces_requests() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.configure(None, 600.0, None)  # 10/s
+    for _ in range(5):
+        await s.admit(0, clock.sleep)
+    assert clock.now == pytest.approx(100.4)  # first goes at once, then every 0.1 s
+
+
+async def test_limits_learned_from_headers_and_user_budget_wins_when_lower() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.configure(None, None, None)
+    s.succeeded(
+        0, 10, False, {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "6000"}
+    )
+    assert s.rpm is not None and s.rpm.rate == pytest.approx(600 * 0.97 / 60)
+    assert s.tpm is not None and s.tpm.rate == pytest.approx(6000 * 0.95 / 60)
+    s.configure(None, 120.0, None)
+    assert s.rpm.rate == pytest.approx(2.0)
+    assert s.stats()["rpm"] == 120.0
+
+
+async def test_exhausted_budget_in_headers_pauses_until_reset() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.succeeded(
+        0,
+        None,
+        False,
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"},
+    )
+    await s.admit(0, clock.sleep)
+    assert clock.sleeps == [1.5]
+
+
+async def test_tokens_reserved_then_reconciled() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.configure(None, None, 6000.0)  # 100 tokens/s, burst 2
+    await s.admit(502, clock.sleep)  # the estimate includes max_tokens
+    assert sum(clock.sleeps) == pytest.approx(5.0) and max(clock.sleeps) <= 0.1
+    bucket = s.tpm
+    assert bucket is not None
+    # Two more reservations queue behind each other ...
+    first = bucket.ticket(505, clock.now)
+    second = bucket.ticket(505, clock.now)
+    assert bucket.wait_for(first, clock.now) == pytest.approx(5.05)
+    assert bucket.wait_for(second, clock.now) == pytest.approx(10.1)
+    # ... and a reply that used 105 of its 505 moves both up by 400 tokens.
+    s.succeeded(505, 105, False, None)
+    assert bucket.wait_for(first, clock.now) == pytest.approx(1.05)
+    assert bucket.wait_for(second, clock.now) == pytest.approx(6.1)
+    # A rejected request was not charged by the provider: its reservation returns too.
+    s.failed("rate_limit", None, 505, None)
+    assert bucket.wait_for(first, clock.now) == 0.0
+    assert bucket.wait_for(second, clock.now) == pytest.approx(1.05)
+
+
+async def test_waiting_reservation_moves_up_when_an_earlier_one_is_refunded() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.configure(None, None, 6000.0)
+    waiter = asyncio.ensure_future(s.admit(1002, clock.sleep))  # 10 s in line
+    await asyncio.sleep(0)
+    s.refund(800)  # an earlier request gave back 800 tokens
+    await waiter
+    assert sum(clock.sleeps) == pytest.approx(2.0)
+
+
+async def test_fixed_max_connections_and_stats() -> None:
+    clock = FakeClock()
+    s = state(clock, key="openai|https://user:pw@host/v1|abc|m")
+    s.configure(3, None, None)
+    assert s.limiter.limit == 3
+    s.succeeded(0, 30, True, None)
+    assert s.limiter.limit == 3  # fixed: saturated successes do not grow it
+    clock.now += 30
+    s.succeeded(0, 30, True, None)
+    stats = s.stats()
+    assert stats["key"] == "openai|https://host/v1|abc|m"  # URL credentials dropped
+    assert stats["concurrency"] == 3 and not stats["adaptive"]
+    assert stats["requests"] == 2 and stats["tokens"] == 60
+    assert stats["tokens_per_minute"] == pytest.approx(120.0)  # 60 tokens over 30 s
+    assert any(k["key"] == stats["key"] and k["tokens"] == 60 for k in key_stats())
+    s.configure(None, None, None)
+    s.succeeded(0, 1, True, None)
+    assert s.limiter.limit == 5 and s.stats()["adaptive"]
+
+
+async def test_without_headers_the_rate_is_inferred_from_what_was_accepted() -> None:
+    clock = FakeClock()
+    s = state(clock, start=64)
+    for _ in range(30):  # 30 accepted within the last second ...
+        clock.now += 0.02
+        s.succeeded(0, 1, True, None)
+    s.failed("rate_limit", 1.0, 0, None)  # ... then a 429 with Retry-After: 1
+    assert s.inferred_rpm and s.learned_rpm == 30 * 60
+    assert s.rpm is not None and s.rpm.rate == pytest.approx(30 * 0.97)
+    assert s.limiter.limit == 62  # 64 + 2 x 30 in slow start, then halved
+    # Probed upward while no rate limit comes back.
+    clock.now += 5.0
+    s.succeeded(0, 1, False, None)
+    assert s.learned_rpm == pytest.approx(30 * 60 * 1.05)
+    # A later episode trims the inferred rate instead of re-measuring it.
+    clock.now += 2.0
+    s.failed("rate_limit", None, 0, None)
+    assert s.learned_rpm == pytest.approx(30 * 60 * 1.05 * 0.9)
+
+
+async def test_pause_holds_the_buckets_so_no_burst_follows_it() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.configure(None, 600.0, None)  # 10/s
+    await s.admit(0, clock.sleep)
+    s.pause(2.0, clock.now)
+    # Nothing was earned during the pause: after it, requests are paced again,
+    # not released all at once.
+    for _ in range(3):
+        await s.admit(0, clock.sleep)
+    assert clock.now == pytest.approx(100.0 + 2.0 + 0.2 + 0.1, abs=0.01)
+
+
+async def test_rate_limit_within_a_learned_budget_lowers_the_margin_not_concurrency() -> None:
+    clock = FakeClock()
+    s = state(clock, start=16)
+    s.succeeded(0, 1, False, {"x-ratelimit-limit-tokens": "60000"})
+    assert s.tpm is not None and s.tpm.rate == pytest.approx(1000 * 0.95)
+    s.failed("rate_limit", 1.0, 0, None)
+    assert s.limiter.limit == 16  # budget-bound: slots are not the problem
+    assert s.tpm.rate == pytest.approx(1000 * 0.95 * 0.97)
+    s.failed("rate_limit", 1.0, 0, None)  # same episode (cooldown): one signal
+    assert s.tpm.rate == pytest.approx(1000 * 0.95 * 0.97)
