@@ -73,8 +73,8 @@ class FakeServer:
         return self.requests[-1]
 
     def default(self, recorded: Recorded) -> Reply:
-        """The answer when nothing is queued."""
-        raise NotImplementedError
+        """The answer when nothing is queued (subclasses give one; here it is a test bug)."""
+        raise AssertionError(f"no reply queued for {recorded.method} {recorded.path}")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
