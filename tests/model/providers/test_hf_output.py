@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from gauge.model.output import ModelOutput
 from gauge.model.providers.hf.generation import GenChoice, GenResult, TokenLogprob
-from gauge.model.providers.hf.output import _trusted, build_output
+from gauge.model.providers.hf.output import build_output
 
 
 def token_bytes(token_id: int) -> tuple[str, bytes]:
@@ -37,13 +35,3 @@ def test_built_output_equals_a_validated_one() -> None:
     assert output.model_fields_set == set(ModelOutput.model_fields)
     output.completion = "changed"  # still a normal, mutable pydantic model
     assert output.choices[0].message.text == "changed"
-
-
-def test_values_missing_a_field_fall_back_to_defaults() -> None:
-    class Later(BaseModel):
-        a: int
-        b: str = "default"
-
-    obj = _trusted(Later, {"a": 1})
-    assert (obj.a, obj.b) == (1, "default")
-    assert _trusted(Later, {"a": 2, "b": "x"}).model_dump() == {"a": 2, "b": "x"}

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from gauge.errors import ConfigError
+from gauge.model._build import trusted
 from gauge.model.api import FATAL, TRANSIENT, ModelAPI, RetryDecision
 from gauge.model.config import PROVIDER_FIELDS, GenerateConfig
 from gauge.model.messages import ChatMessage, ChatMessageAssistant
@@ -110,13 +111,16 @@ class MockAPI(ModelAPI):
         if output.usage is None:
             words_in = sum(len(m.text.split()) for m in input)
             words_out = sum(len(c.message.text.split()) for c in output.choices)
-            output.usage = ModelUsage.model_construct(
-                input_tokens=words_in,
-                output_tokens=words_out,
-                total_tokens=words_in + words_out,
-                input_tokens_cache_write=None,
-                input_tokens_cache_read=None,
-                reasoning_tokens=None,
+            output.usage = trusted(
+                ModelUsage,
+                {
+                    "input_tokens": words_in,
+                    "output_tokens": words_out,
+                    "total_tokens": words_in + words_out,
+                    "input_tokens_cache_write": None,
+                    "input_tokens_cache_read": None,
+                    "reasoning_tokens": None,
+                },
             )
         return output
 
@@ -199,23 +203,37 @@ class MockAPI(ModelAPI):
                 stop_reason = "max_tokens"
         model = f"mock/{self.model_name}"
         choices = [
-            ChatCompletionChoice.model_construct(
-                message=ChatMessageAssistant.model_construct(
-                    content=text,
-                    model=model,
-                    source="generate",
-                    role="assistant",
-                    id=None,
-                    metadata=None,
-                    tool_calls=None,
-                ),
-                stop_reason=stop_reason,
-                logprobs=None,
+            trusted(
+                ChatCompletionChoice,
+                {
+                    "message": trusted(
+                        ChatMessageAssistant,
+                        {
+                            "content": text,
+                            "id": None,
+                            "source": "generate",
+                            "metadata": None,
+                            "role": "assistant",
+                            "tool_calls": None,
+                            "model": model,
+                        },
+                    ),
+                    "stop_reason": stop_reason,
+                    "logprobs": None,
+                },
             )
             for _ in range(config.num_choices or 1)
         ]
-        return ModelOutput.model_construct(
-            model=model, choices=choices, usage=None, time=None, metadata=None, error=None
+        return trusted(
+            ModelOutput,
+            {
+                "model": model,
+                "choices": choices,
+                "usage": None,
+                "time": None,
+                "metadata": None,
+                "error": None,
+            },
         )
 
 

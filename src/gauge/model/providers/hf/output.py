@@ -2,19 +2,14 @@
 
 Every value here is produced by gauge itself with the right type, and this runs
 once per request on the event loop, where it is most of the provider's per-request
-cost. pydantic's `model_construct` spends ~3 µs per object looking up defaults
-field by field; `_trusted` sets the same four attributes it sets, directly, when
-the values cover every field, and falls back to `model_construct` otherwise (so a
-field added to a model later is filled with its default, not lost).
+cost. Objects are assembled with `gauge.model._build.trusted` (no re-validation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
+from gauge.model._build import trusted
 from gauge.model.messages import ChatMessageAssistant
 from gauge.model.output import (
     ChatCompletionChoice,
@@ -26,31 +21,13 @@ from gauge.model.output import (
 )
 from gauge.model.providers.hf.generation import GenChoice, GenResult, TokenLogprob
 
-M = TypeVar("M", bound=BaseModel)
 TokenBytesFn = Callable[[int], tuple[str, bytes]]
-
-_set = object.__setattr__
-_fields: dict[type[BaseModel], frozenset[str]] = {}
-
-
-def _trusted(cls: type[M], values: dict[str, Any]) -> M:
-    names = _fields.get(cls)
-    if names is None:
-        names = _fields[cls] = frozenset(cls.model_fields)
-    if values.keys() != names:
-        return cls.model_construct(**values)
-    obj = cls.__new__(cls)
-    _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", set(values))
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
 
 
 def build_output(result: GenResult, model: str, token_bytes: TokenBytesFn) -> ModelOutput:
     """The ModelOutput for one request's generated choices and usage."""
     choices = [_choice(choice, model, token_bytes) for choice in result.choices]
-    usage = _trusted(
+    usage = trusted(
         ModelUsage,
         {
             "input_tokens": result.input_tokens,
@@ -61,7 +38,7 @@ def build_output(result: GenResult, model: str, token_bytes: TokenBytesFn) -> Mo
             "reasoning_tokens": None,
         },
     )
-    return _trusted(
+    return trusted(
         ModelOutput,
         {
             "model": model,
@@ -78,7 +55,7 @@ def _choice(choice: GenChoice, model: str, token_bytes: TokenBytesFn) -> ChatCom
     logprobs = None
     if choice.logprobs is not None:
         logprobs = Logprobs(content=[_logprob(lp, token_bytes) for lp in choice.logprobs])
-    message = _trusted(
+    message = trusted(
         ChatMessageAssistant,
         {
             "content": choice.text,
@@ -90,7 +67,7 @@ def _choice(choice: GenChoice, model: str, token_bytes: TokenBytesFn) -> ChatCom
             "model": model,
         },
     )
-    return _trusted(
+    return trusted(
         ChatCompletionChoice,
         {"message": message, "stop_reason": choice.stop_reason, "logprobs": logprobs},
     )

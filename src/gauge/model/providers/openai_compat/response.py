@@ -1,18 +1,18 @@
 """OpenAI chat/completions response bodies and SSE chunks -> ModelOutput.
 
 The body was parsed by orjson from the provider's answer; objects are built
-without re-validation, since every value is read and typed
-here (see `_make`). A body that lacks what the format promises raises `MalformedResponse`,
-which the pipeline treats as transient.
+without re-validation, since every value is read and typed here (see
+`gauge.model._build.trusted`). A body that lacks what the format promises raises
+`MalformedResponse`, which the pipeline treats as transient.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel
 
+from gauge.model._build import trusted
 from gauge.model.content import Content, ContentReasoning, ContentText
 from gauge.model.messages import ChatMessageAssistant
 from gauge.model.output import (
@@ -26,8 +26,6 @@ from gauge.model.output import (
 )
 from gauge.model.providers._http import HTTPConnectionError, HTTPStatusError, error_message
 from gauge.model.tools import ToolCall
-
-M = TypeVar("M", bound=BaseModel)
 
 STOP_REASONS: dict[str | None, StopReason] = {
     "stop": "stop",
@@ -43,31 +41,6 @@ class MalformedResponse(HTTPConnectionError):
     """A 2xx answer that is not a usable chat/completions body (retried as transient)."""
 
 
-_new = object.__new__
-# pydantic keeps a model's state in these four slots; their descriptors set them
-# without the attribute lookup `object.__setattr__` would do.
-_set_dict = vars(BaseModel)["__dict__"].__set__
-_set_fields_set = vars(BaseModel)["__pydantic_fields_set__"].__set__
-_set_extra = vars(BaseModel)["__pydantic_extra__"].__set__
-_set_private = vars(BaseModel)["__pydantic_private__"].__set__
-
-
-def _make(cls: type[M], values: dict[str, Any]) -> M:
-    """`cls.model_construct(**values)` for a `values` that names every field.
-
-    pydantic's model_construct loops over the model's fields to fill defaults;
-    on this path every field is given, so the object is assembled directly
-    (about 4x cheaper). tests/model/providers/test_openai_response.py checks the
-    result equals a validated model, so a pydantic change that breaks this fails loudly.
-    """
-    obj = _new(cls)
-    _set_dict(obj, values)
-    _set_fields_set(obj, set(values))
-    _set_extra(obj, None)
-    _set_private(obj, None)
-    return obj
-
-
 def chat_output(body: Any, fallback_model: str) -> ModelOutput:
     """A ModelOutput from a `/chat/completions` response body."""
     choices = _choices(body)
@@ -78,7 +51,7 @@ def chat_output(body: Any, fallback_model: str) -> ModelOutput:
         if not isinstance(message, dict):
             raise MalformedResponse(f"choice without a message: {_excerpt(choice)}")
         out.append(
-            _make(
+            trusted(
                 ChatCompletionChoice,
                 {
                     "message": assistant_message(message, model),
@@ -100,7 +73,7 @@ def completion_output(body: Any, fallback_model: str) -> ModelOutput:
         if not isinstance(text, str):
             raise MalformedResponse(f"completion choice without text: {_excerpt(choice)}")
         out.append(
-            _make(
+            trusted(
                 ChatCompletionChoice,
                 {
                     "message": _message(text, None, model),
@@ -113,7 +86,7 @@ def completion_output(body: Any, fallback_model: str) -> ModelOutput:
 
 
 def _output(model: str, choices: list[ChatCompletionChoice], body: dict[str, Any]) -> ModelOutput:
-    return _make(
+    return trusted(
         ModelOutput,
         {
             "model": model,
@@ -148,7 +121,7 @@ def assistant_message(message: dict[str, Any], model: str) -> ChatMessageAssista
         parts: list[Content] = []
         if isinstance(reasoning, str) and reasoning:
             parts.append(
-                _make(
+                trusted(
                     ContentReasoning,
                     {
                         "type": "reasoning",
@@ -159,9 +132,9 @@ def assistant_message(message: dict[str, Any], model: str) -> ChatMessageAssista
                 )
             )
         if text:
-            parts.append(_make(ContentText, {"type": "text", "text": text, "refusal": None}))
+            parts.append(trusted(ContentText, {"type": "text", "text": text, "refusal": None}))
         if refusal:
-            parts.append(_make(ContentText, {"type": "text", "text": refusal, "refusal": True}))
+            parts.append(trusted(ContentText, {"type": "text", "text": refusal, "refusal": True}))
         content = parts
     else:
         content = text or ""
@@ -172,7 +145,7 @@ def assistant_message(message: dict[str, Any], model: str) -> ChatMessageAssista
 def _message(
     content: str | list[Content], calls: list[ToolCall] | None, model: str
 ) -> ChatMessageAssistant:
-    return _make(
+    return trusted(
         ChatMessageAssistant,
         {
             "content": content,
@@ -200,7 +173,7 @@ def tool_call(call: dict[str, Any]) -> ToolCall:
             parse_error = f"tool arguments are not a JSON object: {str(raw)[:200]}"
     except orjson.JSONDecodeError as ex:
         parse_error = f"tool arguments are not valid JSON ({ex}): {str(raw)[:200]}"
-    return _make(
+    return trusted(
         ToolCall,
         {
             "id": call.get("id") or "",
@@ -220,14 +193,14 @@ def chat_logprobs(data: Any) -> Logprobs | None:
     if content is None:
         return completion_logprobs(data)
     items = [
-        _make(
+        trusted(
             Logprob,
             {
                 "token": item["token"],
                 "logprob": item["logprob"],
                 "bytes": item.get("bytes"),
                 "top_logprobs": [
-                    _make(
+                    trusted(
                         TopLogprob,
                         {
                             "token": top["token"],
@@ -242,7 +215,7 @@ def chat_logprobs(data: Any) -> Logprobs | None:
         )
         for item in content
     ]
-    return _make(Logprobs, {"content": items})
+    return trusted(Logprobs, {"content": items})
 
 
 def completion_logprobs(data: Any) -> Logprobs | None:
@@ -257,10 +230,11 @@ def completion_logprobs(data: Any) -> Logprobs | None:
         alternatives = None
         if isinstance(top, dict):
             alternatives = [
-                _make(TopLogprob, {"token": t, "logprob": v, "bytes": None}) for t, v in top.items()
+                trusted(TopLogprob, {"token": t, "logprob": v, "bytes": None})
+                for t, v in top.items()
             ]
         items.append(
-            _make(
+            trusted(
                 Logprob,
                 {
                     "token": token,
@@ -271,7 +245,7 @@ def completion_logprobs(data: Any) -> Logprobs | None:
                 },
             )
         )
-    return _make(Logprobs, {"content": items})
+    return trusted(Logprobs, {"content": items})
 
 
 def usage(data: Any) -> ModelUsage | None:
@@ -285,7 +259,7 @@ def usage(data: Any) -> ModelUsage | None:
         cached = details.get("cached_tokens")
     if details := data.get("completion_tokens_details"):
         reasoning = details.get("reasoning_tokens")
-    return _make(
+    return trusted(
         ModelUsage,
         {
             "input_tokens": prompt,
