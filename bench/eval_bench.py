@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import start_mock_openai_server
+
 INSPECT_SAMPLES = 2_000
 """Inspect runs fewer samples (it is ~100x slower); rates are per sample either way."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_one(scenario: str, n: int, concurrency: int, base_url: str | None) -> dict[str, float]:
@@ -182,24 +177,6 @@ def run_inspect(scenario: str, n: int, concurrency: int, base_url: str | None) -
     }
 
 
-def _start_server() -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gauge.testing.openai_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("mock OpenAI server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", default=["mock-raw", "mock", "mock-100k", "openai"])
@@ -232,7 +209,7 @@ def main() -> None:
         server = None
         base_url = None
         if scenario.endswith("openai"):
-            server, base_url = _start_server()
+            server, base_url = start_mock_openai_server()
         python = sys.executable
         if scenario.startswith("inspect"):
             if not args.inspect_python:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
-import socket
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
+from _harness import measure, server_process
 
 COHERE_BODY = orjson.dumps(
     {
@@ -60,24 +58,6 @@ def serve(port: int) -> None:
     app.router.add_post("/raw", cohere)
     app.router.add_post("/model/{model_id}/converse", converse)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-async def measure(
-    name: str, call: Callable[[], Awaitable[object]], calls: int, concurrency: int
-) -> dict[str, float | str]:
-    """Run `calls` calls at `concurrency`; wall time and this process's CPU time."""
-
-    async def worker(n: int) -> None:
-        for _ in range(n):
-            await call()
-
-    await asyncio.gather(*(worker(10) for _ in range(concurrency)))  # warm the pool
-    per_worker = calls // concurrency
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker(per_worker) for _ in range(concurrency)))
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    done = per_worker * concurrency
-    return {"name": name, "calls_s": done / wall, "cpu_ms": cpu / done * 1000}
 
 
 def sign_cost(iterations: int = 5000) -> float:
@@ -153,31 +133,13 @@ async def run(port: int, calls: int, concurrency: int) -> list[dict[str, float |
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    port = free_port()
-    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
-    server.start()
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with server_process(serve) as port:
         results = asyncio.run(run(port, args.calls, args.concurrency))
-    finally:
-        server.terminate()
-        server.join()
     raw_cpu = float(results[0]["cpu_ms"])
     print(f"calls={args.calls} concurrency={args.concurrency}")
     print("| client | calls/s | client CPU per call (ms) | over raw POST (ms) |")

@@ -22,13 +22,12 @@ import argparse
 import asyncio
 import gc
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
+from _harness import start_mock_openai_server
 
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark."}]
 
@@ -127,30 +126,6 @@ async def openai_client(
     return call, client.close
 
 
-def start_server(workers: int, latency: float = 0.0) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gauge.testing.openai_server",
-            "--port",
-            "0",
-            "--workers",
-            str(workers),
-            "--latency",
-            str(latency),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        process.kill()
-        raise SystemExit(f"mock server did not start: {line!r}")
-    return process, line.removeprefix("listening on ")
-
-
 async def run(args: argparse.Namespace, url: str) -> list[Result]:
     factories = {
         "raw": lambda: raw_client(url),
@@ -181,7 +156,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="server seconds per request")
     parser.add_argument("--clients", nargs="+", default=["raw", "gauge", "openai"])
     args = parser.parse_args()
-    server, url = start_server(args.server_workers, args.latency)
+    server, url = start_mock_openai_server(
+        "--workers", str(args.server_workers), "--latency", str(args.latency)
+    )
     try:
         results = asyncio.run(run(args, url))
     finally:

@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from _harness import start_mock_openai_server
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "latency": {"server": ["--latency", "0.2"], "n": 2000, "in_flight": 200},
@@ -216,31 +217,6 @@ def run_inspect(name: str, base_url: str) -> dict[str, Any]:
 # -- driver ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    """The mock server in its own process; returns it and its base URL."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gauge.testing.openai_server", "--port", str(port), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("mock OpenAI server did not start")
-
-
 def server_stats(base_url: str) -> dict[str, int]:
     """Requests and 429s the server counted."""
     url = base_url.removesuffix("/v1") + "/stats"
@@ -250,7 +226,7 @@ def server_stats(base_url: str) -> dict[str, int]:
 
 def measure(name: str, client: str, python: str) -> dict[str, Any] | str:
     """One client on one fresh server; the measurements, or why it failed."""
-    server, base_url = start_server(SCENARIOS[name]["server"])
+    server, base_url = start_mock_openai_server(*SCENARIOS[name]["server"])
     try:
         cmd = [python, __file__, name, "--child", client, "--base-url", base_url]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from contextlib import contextmanager
 
 import aiohttp
 import orjson
+from _harness import free_port
 
 from gauge.model.messages import ChatMessageUser
 from gauge.serve.engines.base import EngineRequest, SamplingParams
@@ -50,12 +50,6 @@ PROMPT = (
     "one two three four five six seven eight "
     + "nine ten eleven twelve thirteen fourteen fifteen sixteen"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # The floor: a bare aiohttp server that sleeps the same latency and sends a fixed body.
