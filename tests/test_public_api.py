@@ -44,6 +44,8 @@ MODEL_ALL = [
     "ContentText",
     "ContentVideo",
     "GenerateConfig",
+    "Loglikelihood",
+    "LoglikelihoodRequest",
     "Logprob",
     "Logprobs",
     "Model",

@@ -5,7 +5,8 @@ what to do; the CLI prints it as ``error: <message>`` and exits with `exit_code`
 
     GaugeError
     ├── ConfigError            bad configuration value, flag or config file
-    │   └── UnsupportedConfig  a result-changing field the provider does not honour
+    │   ├── UnsupportedConfig  a result-changing field the provider does not honour
+    │   └── UnsupportedFeature an operation (e.g. loglikelihood) the provider cannot do
     ├── ModelNameError         malformed ``provider/model`` string
     ├── UnknownProvider        no provider registered under that name
     ├── MissingExtra           the provider's optional dependency is not installed
@@ -35,6 +36,10 @@ class ConfigError(GaugeError, ValueError):
 
 class UnsupportedConfig(ConfigError):
     """A result-changing GenerateConfig field is set that the provider does not honour."""
+
+
+class UnsupportedFeature(ConfigError):
+    """The provider cannot do the requested operation (e.g. loglikelihood scoring)."""
 
 
 class ModelNameError(GaugeError, ValueError):

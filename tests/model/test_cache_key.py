@@ -212,3 +212,38 @@ def test_long_components_are_fingerprinted_by_digest() -> None:
     assert len(orjson.dumps(fingerprint)) < 400
     _, differences = compare(other.fingerprint(), fingerprint)
     assert differences == ["messages: message 1 differs"]
+
+
+def test_result_changing_model_args_key_and_secrets_never_do() -> None:
+    def with_args(**args: object) -> CacheKey:
+        return request_key(
+            "hf",
+            "local",
+            None,
+            [ChatMessageUser(content="What is 2+2?")],
+            [],
+            "none",
+            GenerateConfig(),
+            POLICY,
+            epoch=0,
+            model_args=args,
+        )
+
+    plain = with_args()
+    a, b = with_args(model_path="/models/a"), with_args(model_path="/models/b")
+    assert len({plain.digest, a.digest, b.digest}) == 3
+    assert orjson.loads(a.components["model_args"]) == {"model_path": "/models/a"}
+    # Threads, batching and retries cannot change a result: same key as no args.
+    assert with_args(threads=4, batch_size=8, num_concurrent=2).digest == plain.digest
+    secret = with_args(
+        model_path="/models/a",
+        api_key="sk-canary-1",
+        extra_header="X: sk-canary-2",
+        base="http://user:sk-canary-3@host/v1",
+    )
+    stored = orjson.dumps(secret.fingerprint()) + b"".join(secret.components.values())
+    assert b"sk-canary" not in stored
+    assert orjson.loads(secret.components["model_args"]) == {
+        "model_path": "/models/a",
+        "base": "http://host/v1",
+    }

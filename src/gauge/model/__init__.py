@@ -54,6 +54,9 @@ _EXPORTS: dict[str, str] = {
     "model_from_config": "factory",
     "SyncModel": "sync",
     "RetryPolicy": "retry",
+    # loglikelihood scoring
+    "LoglikelihoodRequest": "scoring",
+    "Loglikelihood": "scoring",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -104,6 +107,7 @@ if TYPE_CHECKING:
     )
     from gauge.model.registry import modelapi, provider_names
     from gauge.model.retry import RetryPolicy
+    from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
     from gauge.model.sync import SyncModel
     from gauge.model.tools import (
         ToolCall,

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from gauge.errors import UnsupportedFeature
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
+from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
 
 RetryKind = Literal["rate_limit", "transient", "fatal"]
@@ -88,6 +90,8 @@ class ModelAPI(abc.ABC):
     """GenerateConfig fields this provider maps onto its requests."""
     supports_streaming: ClassVar[bool] = False
     supports_chat: ClassVar[bool] = True
+    supports_loglikelihood: ClassVar[bool] = False
+    """Whether `loglikelihood` / `loglikelihood_rolling` are implemented."""
 
     def __init__(
         self,
@@ -102,6 +106,13 @@ class ModelAPI(abc.ABC):
         self.api_key = Secret(api_key) if api_key is not None else None
         self.config = config or GenerateConfig()
         self.model_args = model_args
+
+    def spec_name(self) -> str:
+        """What follows `provider/` in this model's name: `get_model` rebuilds it from that.
+
+        Usually the model name; `openai-api/<service>/<model>` keeps its service.
+        """
+        return self.model_name
 
     @classmethod
     def route(cls, base_url: str | None, model_args: dict[str, Any]) -> type[ModelAPI]:
@@ -132,6 +143,36 @@ class ModelAPI(abc.ABC):
         """Yield text deltas. The default yields the whole completion once."""
         output = await self.generate(input, tools, tool_choice, config)
         yield output.completion
+
+    async def loglikelihood(
+        self, requests: list[LoglikelihoodRequest], config: GenerateConfig
+    ) -> list[Loglikelihood]:
+        """Score each continuation given its context, in order. One call is one provider batch.
+
+        Tokenize with `gauge.model.scoring.encode_pair` so backends agree. Return
+        `scoring.with_usage(results, usage)` to report the prompt tokens used.
+        """
+        raise UnsupportedFeature(self.scoring_unsupported())
+
+    async def loglikelihood_rolling(
+        self, texts: list[str], config: GenerateConfig
+    ) -> list[Loglikelihood]:
+        """Loglikelihood of each whole text (for perplexity), in order."""
+        raise UnsupportedFeature(
+            f"provider {self.name!r} cannot score rolling loglikelihoods (perplexity); use "
+            "hf/<model>, an OpenAI-compatible completions endpoint with echo+logprobs, or vllm"
+        )
+
+    def scoring_unsupported(self) -> str:
+        """Why this provider cannot score loglikelihoods, and what to use instead."""
+        return (
+            f"provider {self.name!r} cannot score loglikelihoods; use hf/<model>, "
+            "an OpenAI-compatible completions endpoint with echo+logprobs, or vllm"
+        )
+
+    def score_batch_size(self) -> int:
+        """Requests per `loglikelihood` call (the Model splits larger lists)."""
+        return 1
 
     async def close(self) -> None:  # noqa: B027 (optional hook, empty by design)
         """Release clients and connections."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gauge.errors import UnsupportedConfig
+from gauge.errors import UnsupportedConfig, UnsupportedFeature
 from gauge.model import pipeline
 from gauge.model.api import ModelAPI
 from gauge.model.cache.policy import CachePolicy
@@ -20,6 +20,8 @@ from gauge.model.prepare import as_messages, prepare_messages, resolve_tools
 from gauge.model.rate.keys import key_state
 from gauge.model.rate.stage import rate_control
 from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
+from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
+from gauge.model.scoring.run import Scorer, as_requests
 from gauge.model.tools import ToolChoice, ToolInfo
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ class Model:
     @property
     def name(self) -> str:
         """`provider/model`, as users type it."""
-        return f"{self.api.name}/{self.api.model_name}"
+        return f"{self.api.name}/{self.api.spec_name()}"
 
     def __repr__(self) -> str:
         return f"Model({self.name!r})"
@@ -167,6 +169,69 @@ class Model:
                     raise ex from None
                 request.attempts[-1].wait = wait_s
                 await self._sleep(wait_s)
+
+    async def loglikelihood(
+        self,
+        requests: Sequence[tuple[str, str]],
+        config: GenerateConfig | dict[str, Any] | None = None,
+        cache: bool | str | CachePolicy | None = None,
+    ) -> list[tuple[float, bool]]:
+        """(summed logprob, is greedy) of each `(context, continuation)`, in order.
+
+        lm-eval's semantics (see gauge.model.scoring). Requests go to the provider
+        in batches of `api.score_batch_size()`, concurrently, with the same
+        retries, deadlines and rate limits as `generate`; `cache` works per item.
+        """
+        items = as_requests(requests)
+        return [(r.logprob, r.is_greedy) for r in await self.score(items, config, cache)]
+
+    async def loglikelihood_rolling(
+        self,
+        texts: Sequence[str],
+        config: GenerateConfig | dict[str, Any] | None = None,
+        cache: bool | str | CachePolicy | None = None,
+    ) -> list[float]:
+        """Loglikelihood of each whole text (for perplexity), in order."""
+        return [r.logprob for r in await self.score_rolling(texts, config, cache)]
+
+    async def score(
+        self,
+        requests: Sequence[LoglikelihoodRequest],
+        config: GenerateConfig | dict[str, Any] | None = None,
+        cache: bool | str | CachePolicy | None = None,
+    ) -> list[Loglikelihood]:
+        """Like `loglikelihood`, with the full results (logprob, is_greedy, tokens)."""
+        return await self._scorer().run(
+            "loglikelihood", requests, self._score_config(config, cache)
+        )
+
+    async def score_rolling(
+        self,
+        texts: Sequence[str],
+        config: GenerateConfig | dict[str, Any] | None = None,
+        cache: bool | str | CachePolicy | None = None,
+    ) -> list[Loglikelihood]:
+        """Like `loglikelihood_rolling`, with the full results."""
+        return await self._scorer().run(
+            "loglikelihood_rolling", list(texts), self._score_config(config, cache)
+        )
+
+    def _scorer(self) -> Scorer:
+        scorer: Scorer | None = self.__dict__.get("_scoring")
+        if scorer is None:
+            if not self.api.supports_loglikelihood:
+                raise UnsupportedFeature(self.api.scoring_unsupported())
+            scorer = self.__dict__["_scoring"] = Scorer(self)
+        return scorer
+
+    def _score_config(
+        self,
+        config: GenerateConfig | dict[str, Any] | None,
+        cache: bool | str | CachePolicy | None,
+    ) -> GenerateConfig:
+        call_config = config if isinstance(config, GenerateConfig) else as_config(config)
+        cfg = self.config.merge(call_config) if call_config is not None else self.config
+        return cfg if cache is None else cfg.merge(cache_config(cache))
 
     def _request(
         self,

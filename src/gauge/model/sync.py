@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -109,6 +109,16 @@ class SyncModel:
                 yield item
         finally:
             future.cancel()
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], **config: Any
+    ) -> list[tuple[float, bool]]:
+        """(summed logprob, is greedy) of each `(context, continuation)`, in order."""
+        return run_sync(self.model.loglikelihood(requests, config=_config(config)))
+
+    def loglikelihood_rolling(self, texts: Sequence[str], **config: Any) -> list[float]:
+        """Loglikelihood of each whole text (for perplexity), in order."""
+        return run_sync(self.model.loglikelihood_rolling(texts, config=_config(config)))
 
     def info(self) -> dict[str, Any]:
         """What this model is and what it supports."""

@@ -149,6 +149,13 @@ def journal_requests(path: Path) -> list[dict[str, Any]]:
             request["config"] = header.get("resolved_config") or header.get("config") or {}
         if request.get("base_url") is None:
             request["base_url"] = info.get("base_url")
+        if request.get("model_args") is None and isinstance(header.get("model_args"), dict):
+            # Redacted values are secrets: they are not part of a key anyway.
+            request["model_args"] = {
+                k: v
+                for k, v in header["model_args"].items()
+                if not (isinstance(v, str) and "********" in v)
+            }
         requests.append(request)
     return requests
 
@@ -218,11 +225,19 @@ def build_key(request: dict[str, Any]) -> tuple[CacheKey, CachePolicy, int | Non
     if epoch is not None and not isinstance(epoch, int):
         raise ConfigError(f"request: epoch must be an integer, got {epoch!r}")
     base_url = request.get("base_url")
+    model_args = request.get("model_args") or {}
+    if not isinstance(model_args, dict):
+        raise ConfigError("request: model_args must be a mapping of -M arguments")
     try:
-        model = get_model(name, config=config, base_url=base_url, memoize=False)
+        model = get_model(name, config=config, base_url=base_url, memoize=False, **model_args)
     except MissingAPIKey:
         model = get_model(
-            name, config=config, base_url=base_url, api_key=_PLACEHOLDER_KEY, memoize=False
+            name,
+            config=config,
+            base_url=base_url,
+            api_key=_PLACEHOLDER_KEY,
+            memoize=False,
+            **model_args,
         )
     prepared = model._request(input, tools, choice, None)
     api = model.api
@@ -236,6 +251,7 @@ def build_key(request: dict[str, Any]) -> tuple[CacheKey, CachePolicy, int | Non
         prepared.config,
         policy,
         epoch=epoch or 0,
+        model_args=api.model_args,
     )
     return key, policy, (epoch or 0) if policy.per_epoch else None
 

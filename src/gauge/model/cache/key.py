@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -45,6 +46,11 @@ NOT_IN_KEY = frozenset(
     }
 )
 """Config fields that cannot change a response: timeouts, retries, connections, hints."""
+
+ARGS_NOT_IN_KEY = frozenset(
+    {"threads", "batch_size", "num_concurrent", "max_retries", "timeout", "max_connections"}
+)
+"""Model args that cannot change a result: threads, batching, concurrency, retries."""
 
 _SECRET_NAME = re.compile(
     r"auth|key|token|secret|cookie|session|passw|signature|credential", re.IGNORECASE
@@ -91,27 +97,53 @@ def request_key(
     config: GenerateConfig,
     policy: CachePolicy,
     epoch: int | None = None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> CacheKey:
-    """The key of one prepared request (`epoch` defaults to `cache_epoch`)."""
+    """The key of one prepared request (`epoch` defaults to `cache_epoch`).
+
+    `model_args` are the provider's (`-M`) arguments: those that can change a
+    result (hf/local's model_path, a tokenizer, max_length, ...) are a component.
+    """
     parts: dict[str, bytes] = {
-        "schema": _dumps(SCHEMA_VERSION),
-        "provider": _dumps(provider),
-        "model": _dumps(model),
-        "base_url": _dumps(public_url(base_url)),
-        "messages": _dumps(message_material(messages)),
-        "tools": _dumps([t.model_dump(mode="json") for t in tools]),
-        "tool_choice": _dumps(
+        "schema": canonical_json(SCHEMA_VERSION),
+        "provider": canonical_json(provider),
+        "model": canonical_json(model),
+        "base_url": canonical_json(public_url(base_url)),
+        "messages": canonical_json(message_material(messages)),
+        "tools": canonical_json([t.model_dump(mode="json") for t in tools]),
+        "tool_choice": canonical_json(
             tool_choice.model_dump(mode="json")
             if isinstance(tool_choice, BaseModel)
             else tool_choice
         ),
-        "scopes": _dumps(policy.scopes),
+        "scopes": canonical_json(policy.scopes),
     }
     if policy.per_epoch:
-        parts["epoch"] = _dumps(cache_epoch.get() if epoch is None else epoch)
+        parts["epoch"] = canonical_json(cache_epoch.get() if epoch is None else epoch)
     for name, value in config_material(config).items():
-        parts[f"config.{name}"] = _dumps(value)
-    return CacheKey(f"{provider}/{model}", parts, _hash(parts))
+        parts[f"config.{name}"] = canonical_json(value)
+    if model_args and (material := args_material(model_args)):
+        parts["model_args"] = canonical_json(material)
+    return CacheKey(f"{provider}/{model}", parts, digest_of(parts))
+
+
+def args_material(model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """The model args that can change a result, with secrets and URL credentials removed.
+
+    Names that look like credentials or headers are left out entirely (a key does
+    not change a result, and the fingerprint stored for `cache explain` must never
+    hold one); values that are not plain JSON become their `str`.
+    """
+    result: dict[str, Any] = {}
+    for name, value in model_args.items():
+        if name in ARGS_NOT_IN_KEY or _SECRET_NAME.search(name) or "header" in name.lower():
+            continue
+        if isinstance(value, str) and "://" in value:
+            value = public_url(value)
+        elif not isinstance(value, str | int | float | bool | type(None) | list | dict):
+            value = str(value)
+        result[name] = value
+    return result
 
 
 def message_material(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -199,11 +231,13 @@ def _show(summary: Any) -> str:
     return str(summary)
 
 
-def _dumps(value: Any) -> bytes:
+def canonical_json(value: Any) -> bytes:
+    """One key component as canonical JSON (sorted keys)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def _hash(parts: dict[str, bytes]) -> bytes:
+def digest_of(parts: dict[str, bytes]) -> bytes:
+    """SHA-256 of the canonical JSON object made of `parts` (name -> component JSON)."""
     digest = hashlib.sha256()
     # The canonical JSON object of all components, assembled from their encodings.
     digest.update(b"{")
@@ -223,4 +257,4 @@ def _summary(encoded: bytes) -> str:
 
 
 def _message_parts(encoded: bytes) -> list[bytes]:
-    return [_dumps(m) for m in orjson.loads(encoded)]
+    return [canonical_json(m) for m in orjson.loads(encoded)]

@@ -51,6 +51,7 @@ def response_cache(api: ModelAPI) -> Stage:
                 request.tool_choice,
                 request.config,
                 policy,
+                model_args=api.model_args,
             )
             found = await worker.get(key.digest)
             if found is not None and is_fresh(found[0], policy):

@@ -7,6 +7,12 @@ Outputs come from, in order of precedence:
   * otherwise an echo of the last user message's text.
 Usage counts are deterministic: one token per whitespace-separated word.
 
+Loglikelihood scoring is deterministic too: each continuation character is one
+token worth `logprob_per_char=` nats (default -1.0, so "Paris" scores -5.0);
+a continuation is greedy when its stripped text occurs in the context; rolling
+scores a text as a continuation of "". `score_batch_size=` (default 8) sets the
+requests per provider call, and `score_batches` records each call's size.
+
 Fault injection, all seeded by `seed=` (default 0):
   * `latency=` seconds per call, or `[low, high]` for a uniform draw;
   * `error_rate=` probability of an injected `error=` kind per call
@@ -29,6 +35,7 @@ from gauge.model.api import FATAL, TRANSIENT, ModelAPI, RetryDecision
 from gauge.model.config import PROVIDER_FIELDS, GenerateConfig
 from gauge.model.messages import ChatMessage, ChatMessageAssistant
 from gauge.model.output import ChatCompletionChoice, ModelOutput, ModelUsage, StopReason
+from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest, with_usage
 from gauge.model.tools import ToolChoice, ToolInfo
 
 ERROR_KINDS = ("rate_limit", "transient", "fatal", "hang")
@@ -61,6 +68,7 @@ class MockAPI(ModelAPI):
     api_key_vars = ()
     base_url_vars = ()
     supports_streaming = True
+    supports_loglikelihood = True
 
     def __init__(
         self,
@@ -76,9 +84,17 @@ class MockAPI(ModelAPI):
         retry_after: float | str | None = None,
         seed: int | str = 0,
         max_connections: int | str = 64,
+        logprob_per_char: float | str = -1.0,
+        score_batch_size: int | str = 8,
         **model_args: Any,
     ) -> None:
         super().__init__(model_name, base_url, api_key, config, **model_args)
+        self._logprob_per_char = float(logprob_per_char)
+        self._score_batch_size = int(score_batch_size)
+        if self._score_batch_size < 1:
+            raise ConfigError(f"mock score_batch_size must be at least 1, got {score_batch_size}")
+        self.score_batches: list[int] = []
+        """Size of each loglikelihood call received, failed ones included."""
         if isinstance(outputs, str):
             outputs = [outputs]
         self._outputs = outputs
@@ -135,6 +151,29 @@ class MockAPI(ModelAPI):
         for i, word in enumerate(output.completion.split(" ")):
             await asyncio.sleep(0)
             yield word if i == 0 else " " + word
+
+    async def loglikelihood(
+        self, requests: list[LoglikelihoodRequest], config: GenerateConfig
+    ) -> list[Loglikelihood]:
+        self.calls += 1
+        self.score_batches.append(len(requests))
+        await self._delay_and_faults()
+        results = [self._score(r.context, r.continuation) for r in requests]
+        words = sum(len((r.context + r.continuation).split()) for r in requests)
+        return with_usage(results, ModelUsage(input_tokens=words, total_tokens=words))
+
+    async def loglikelihood_rolling(
+        self, texts: list[str], config: GenerateConfig
+    ) -> list[Loglikelihood]:
+        return await self.loglikelihood([LoglikelihoodRequest("", t) for t in texts], config)
+
+    def score_batch_size(self) -> int:
+        return self._score_batch_size
+
+    def _score(self, context: str, continuation: str) -> Loglikelihood:
+        answer = continuation.strip()
+        greedy = bool(answer) and answer in context
+        return Loglikelihood(self._logprob_per_char * len(continuation), greedy, len(continuation))
 
     def classify_error(self, ex: BaseException) -> RetryDecision:
         if isinstance(ex, MockRateLimitError):

@@ -10,7 +10,8 @@ model is free goes into the next `generate` call, up to max_connections (default
 32) per batch. Loading and generation run on one worker thread, off the event
 loop. Providers built from the same weights and load settings share one loaded
 model and one engine. Model args are described in `loading`; the generation
-semantics (greedy default, usage, logprobs) in `generation`.
+semantics (greedy default, usage, logprobs) in `generation`; loglikelihood
+scoring (lm-eval's HFLM rules, on the same worker thread) in `scoring`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
-from gauge.model.providers.hf import loading
+from gauge.model.providers.hf import loading, scoring
 from gauge.model.providers.hf.engine import BatchEngine
 from gauge.model.providers.hf.generation import Generator, GenRequest, GenResult, Sampling
 from gauge.model.providers.hf.output import build_output
+from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
 
 DEFAULT_BATCH = 32
@@ -86,6 +88,7 @@ class HuggingFaceAPI(ModelAPI):
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     api_key_vars: ClassVar[tuple[str, ...] | None] = ()
     base_url_vars: ClassVar[tuple[str, ...] | None] = ()
+    supports_loglikelihood: ClassVar[bool] = True
     honours: ClassVar[frozenset[str]] = frozenset(
         {
             "max_tokens",
@@ -112,7 +115,18 @@ class HuggingFaceAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name, base_url, api_key, config, **model_args)
-        self._local = _acquire(loading.spec_from_args(model_name, model_args))
+        args = dict(model_args)
+        # lm-eval's names: batch_size is the batch for generation and scoring,
+        # tokenizer the tokenizer to load (our tokenizer_path).
+        self._batch = _batch_size(args.pop("batch_size", None))
+        tokenizer = args.pop("tokenizer", None)
+        if tokenizer is not None:
+            if args.get("tokenizer_path") not in (None, tokenizer):
+                raise ConfigError(
+                    "-M tokenizer and -M tokenizer_path name different tokenizers; give one"
+                )
+            args["tokenizer_path"] = tokenizer
+        self._local = _acquire(loading.spec_from_args(model_name, args))
         self._closed = False
 
     @property
@@ -125,7 +139,7 @@ class HuggingFaceAPI(ModelAPI):
         await self._local.ensure_loaded()
 
     def max_connections(self) -> int:
-        return DEFAULT_BATCH
+        return self._batch
 
     def connection_key(self) -> str:
         # One limiter per loaded model: hf/local names many different models.
@@ -145,8 +159,21 @@ class HuggingFaceAPI(ModelAPI):
                 "or serve the model behind an OpenAI-compatible server that parses tool calls"
             )
         request = GenRequest(input, Sampling.from_config(config))
-        result = await self._local.engine.submit(request, config.max_connections or DEFAULT_BATCH)
+        result = await self._local.engine.submit(request, config.max_connections or self._batch)
         return self._output(result)
+
+    async def loglikelihood(
+        self, requests: list[LoglikelihoodRequest], config: GenerateConfig
+    ) -> list[Loglikelihood]:
+        return await scoring.score_queue(self._local).submit("pairs", requests)
+
+    async def loglikelihood_rolling(
+        self, texts: list[str], config: GenerateConfig
+    ) -> list[Loglikelihood]:
+        return await scoring.score_queue(self._local).submit("rolling", texts)
+
+    def score_batch_size(self) -> int:
+        return self._batch
 
     async def close(self) -> None:
         if not self._closed:
@@ -157,3 +184,15 @@ class HuggingFaceAPI(ModelAPI):
         generator = self._local.generator
         assert generator is not None  # a result exists only once the model is loaded
         return build_output(result, self.model_name, generator.token_bytes)
+
+
+def _batch_size(value: Any) -> int:
+    if value is None:
+        return DEFAULT_BATCH
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigError(f"-M batch_size={value} must be a whole number >= 1")
+    return number
