@@ -1,5 +1,6 @@
 """Scorers and metrics for evals: `from gauge.scorer import match, includes, ...`."""
 
+from gauge.evaluation.loglikelihood import acc, acc_norm
 from gauge.evaluation.metrics import (
     CORRECT,
     INCORRECT,
@@ -35,6 +36,8 @@ __all__ = [
     "Reducer",
     "Score",
     "Scorer",
+    "acc",
+    "acc_norm",
     "accuracy",
     "at_least_k",
     "choice",

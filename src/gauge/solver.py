@@ -1,5 +1,6 @@
 """Solvers for evals: `from gauge.solver import generate, system_message, ...`."""
 
+from gauge.evaluation.loglikelihood import multiple_choice_loglikelihood
 from gauge.evaluation.solver import (
     Generate,
     Solver,
@@ -22,6 +23,7 @@ __all__ = [
     "chain_of_thought",
     "generate",
     "multiple_choice",
+    "multiple_choice_loglikelihood",
     "prompt_template",
     "self_critique",
     "system_message",

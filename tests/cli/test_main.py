@@ -110,7 +110,10 @@ def test_models_table(cli_provider: None) -> None:
     start = lines.index("clitest/  extra=cli-extra  missing: pip install 'gauge[cli-extra]'")
     assert lines[start + 1].split() == ["key:", "CLITEST_API_KEY", "base", "url:",
                                         "CLITEST_BASE_URL"]  # fmt: skip
-    assert lines[start + 2].strip() == "honours: seed, temperature"
+    assert lines[start + 2].strip() == "can: chat"
+    assert lines[start + 3].strip() == "honours: seed, temperature"
+    hf_line = lines.index("hf/  extra=hf  installed")
+    assert lines[hf_line + 2].strip() == "can: chat, loglikelihood"
     mock_line = lines.index("mock/  extra=-  installed")
     assert "(optional)" in lines[mock_line + 1]
     assert any(line.startswith("clibroken/") and "failed to load" in line for line in lines)
@@ -131,7 +134,10 @@ def test_models_json(cli_provider: None) -> None:
         "default_base_url": None,
         "honours": ["seed", "temperature"],
         "streaming": False,
+        "chat": True,
+        "loglikelihood": False,
     }
+    assert rows["hf"]["loglikelihood"] is True and rows["hf"]["chat"] is True
     assert rows["mock"]["installed"] is True and "seed" in rows["mock"]["honours"]
     broken = rows["clibroken"]
     assert broken["installed"] is False and "did not resolve" in broken["error"]

@@ -9,7 +9,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models_command(as_json: bool) -> None:
     """List providers: extra, whether it is installed, key and base-URL env vars,
-    and the GenerateConfig fields each one honours."""
+    what each can do (chat, streaming, loglikelihood) and the GenerateConfig
+    fields it honours."""
     from gauge.model.catalog import provider_rows
 
     rows = provider_rows()
@@ -29,4 +30,6 @@ def models_command(as_json: bool) -> None:
             f"{'' if row['needs_api_key'] else ' (optional)'}"
             f"    base url: {', '.join(row['base_url_vars']) or '-'}"
         )
+        can = [c for c in ("chat", "streaming", "loglikelihood") if row.get(c)]
+        click.echo(f"    can: {', '.join(can) or 'text completion only'}")
         click.echo(f"    honours: {', '.join(row['honours']) or '-'}")

@@ -174,16 +174,23 @@ def choice() -> Scorer:
         choices = state.choices or []
         letters = [letter_for(i) for i in range(len(choices))]
         chosen = state.store.get("answer_letter") or parse_answer(state.completion, letters)
-        wanted = set()
-        for t in target:
-            t = t.strip()
-            if t.upper() in letters:
-                wanted.add(t.upper())
-            elif t in choices:
-                wanted.add(letters[choices.index(t)])
+        wanted = target_letters(target, choices)
         return _verdict(chosen is not None and chosen in wanted, chosen or "")
 
     return Scorer("choice", score, (accuracy(), stderr()))
+
+
+def target_letters(target: Sequence[str], choices: Sequence[str]) -> set[str]:
+    """The letters a multiple-choice target names: a letter ("B") or a choice's text."""
+    letters = [letter_for(i) for i in range(len(choices))]
+    wanted = set()
+    for t in target:
+        t = t.strip()
+        if t.upper() in letters:
+            wanted.add(t.upper())
+        elif t in choices:
+            wanted.add(letters[list(choices).index(t)])
+    return wanted
 
 
 def _tokens(text: str) -> list[str]:

@@ -62,6 +62,8 @@ class TaskState:
 
 
 _active_model: ContextVar[Model | None] = ContextVar("gauge_active_model", default=None)
+active_config: ContextVar[GenerateConfig | None] = ContextVar("gauge_active_config", default=None)
+"""The run's config (task < CLI) while a task runs, for solvers that call the model directly."""
 _built_helpers: ContextVar[set[Model] | None] = ContextVar("gauge_built_helpers", default=None)
 """Helper models built from names during a run; the runner closes their clients at the end."""
 

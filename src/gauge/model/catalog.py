@@ -27,6 +27,8 @@ def provider_rows() -> list[dict[str, Any]]:
                     "default_base_url": None,
                     "honours": [],
                     "streaming": False,
+                    "chat": False,
+                    "loglikelihood": False,
                     "error": one_line(ex),
                 }
             )
@@ -42,6 +44,8 @@ def provider_rows() -> list[dict[str, Any]]:
                 "default_base_url": cls.default_base_url,
                 "honours": sorted(cls.honours),
                 "streaming": cls.supports_streaming,
+                "chat": cls.supports_chat,
+                "loglikelihood": cls.supports_loglikelihood,
             }
         )
     return rows
