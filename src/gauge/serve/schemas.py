@@ -12,6 +12,13 @@ engine does not list it in `Engine.honours`: nothing is silently ignored.
 Defaults: an unset temperature is greedy (the hf provider's evaluation default,
 and what the bundled model's generation config asks for); completions default
 to max_tokens 16, as OpenAI and vLLM do.
+
+Prompt logprobs (scoring): completions with `echo: true` and `logprobs: k` return
+the prompt's tokens with their logprobs ahead of the generated ones, and
+`max_tokens: 0` scores without generating (vLLM's behaviour); vLLM's
+`prompt_logprobs: k` works on both routes. Chat also takes vLLM's
+`continue_final_message`, so a client can score an assistant message it wrote.
+Prompt logprobs are not streamed: such a request with `stream: true` is a 400.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "frequency_penalty": (None, 0, 0.0),
     "logit_bias": (None, {}),
     "echo": (None, False),
+    "prompt_logprobs": (None,),
+    "continue_final_message": (None, False),
 }
 _COMMON = frozenset(
     {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "logprobs"}
@@ -69,7 +78,10 @@ _CHAT = _COMMON | {
     "parallel_tool_calls",
     "response_format",
 }
-_COMPLETION = (_COMMON - {"add_generation_prompt"}) | {"prompt", "suffix"}
+_COMPLETION = (_COMMON - {"add_generation_prompt", "continue_final_message"}) | {
+    "prompt",
+    "suffix",
+}
 
 
 class APIError(Exception):
@@ -114,6 +126,8 @@ class Parsed:
     include_usage: bool
     n: int
     logprobs: int | None
+    prompt_logprobs: int | None = None
+    """vLLM's `prompt_logprobs` field as asked (the response's own prompt_logprobs list)."""
 
 
 def bad(param: str, message: str) -> APIError:
@@ -121,7 +135,13 @@ def bad(param: str, message: str) -> APIError:
     return APIError(f"{param}: {message}", param=param)
 
 
-def parse_chat(body: Any, honours: frozenset[str], engine: str) -> Parsed:
+def parse_chat(
+    body: Any,
+    honours: frozenset[str],
+    engine: str,
+    max_logprobs: int = MAX_LOGPROBS,
+    response_role: str = "assistant",
+) -> Parsed:
     """A chat completions request body, checked against what the engine honours."""
     body = _object(body)
     _known(body, _CHAT)
@@ -129,39 +149,84 @@ def parse_chat(body: Any, honours: frozenset[str], engine: str) -> Parsed:
     messages = _messages(body.get("messages"))
     logprobs = None
     if _boolean(body, "logprobs", False):
-        logprobs = _integer(body, "top_logprobs", 0, 0, MAX_LOGPROBS)
+        logprobs = _integer(body, "top_logprobs", 0, 0, max_logprobs)
     elif body.get("top_logprobs") is not None:
         raise bad("top_logprobs", "needs logprobs: true")
-    max_tokens = _integer(body, "max_completion_tokens", None, 1)
+    prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, max_logprobs)
+    # 0 new tokens only makes sense when scoring the prompt.
+    least = 0 if prompt_logprobs is not None else 1
+    legacy = _integer(body, "max_tokens", None, least)  # checked even when overridden
+    max_tokens = _integer(body, "max_completion_tokens", None, least)
     if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", None, 1)
+        max_tokens = legacy
+    continue_final = _boolean(body, "continue_final_message", False)
+    add_generation_prompt = _boolean(body, "add_generation_prompt", not continue_final)
+    if continue_final and add_generation_prompt:
+        raise bad(
+            "continue_final_message",
+            "cannot be used with add_generation_prompt: true; drop one of them",
+        )
     sampling = _sampling(body, max_tokens, logprobs)
     _check_honoured(body, honours, engine, sampling.n)
+    # vLLM's chat echo: the last message, when it has the role of the reply.
+    role = response_role if add_generation_prompt else messages[-1].role
     request = EngineRequest(
         sampling,
         messages=messages,
-        add_generation_prompt=_boolean(body, "add_generation_prompt", True),
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final,
         echo=_boolean(body, "echo", False),
+        echo_text=messages[-1].text if messages[-1].role == role else "",
+        prompt_logprobs=prompt_logprobs,
     )
-    return _parsed(body, [request], sampling.n, logprobs)
+    parsed = _parsed(body, [request], sampling.n, logprobs)
+    parsed.prompt_logprobs = prompt_logprobs
+    _refuse_streamed_scores(parsed)
+    return parsed
 
 
-def parse_completion(body: Any, honours: frozenset[str], engine: str) -> Parsed:
+def parse_completion(
+    body: Any, honours: frozenset[str], engine: str, max_logprobs: int = MAX_LOGPROBS
+) -> Parsed:
     """A text completions request body, checked against what the engine honours."""
     body = _object(body)
     _known(body, _COMPLETION)
     if body.get("suffix"):
         raise bad("suffix", f"the {engine} engine does not insert suffixes; remove suffix")
     prompts = _prompts(body.get("prompt"))
-    logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
-    max_tokens = _integer(body, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS, 1)
+    logprobs = _integer(body, "logprobs", None, 0, max_logprobs)
+    prompt_logprobs = _integer(body, "prompt_logprobs", None, 0, max_logprobs)
+    echo = _boolean(body, "echo", False)
+    max_tokens = _integer(body, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS, 0)
+    if max_tokens == 0 and not echo:
+        raise bad("max_tokens", "must be >= 1; 0 (score the prompt only) needs echo: true")
     sampling = _sampling(body, max_tokens, logprobs)
     _check_honoured(body, honours, engine, sampling.n)
-    echo = _boolean(body, "echo", False)
-    if echo and logprobs is not None:
-        raise bad("echo", "echo with logprobs (prompt logprobs) is not supported; drop one")
-    requests = [EngineRequest(sampling, prompt=p, echo=echo) for p in prompts]
-    return _parsed(body, requests, sampling.n, logprobs)
+    # The prompt's logprobs are computed once, with the larger of the two k asked.
+    wanted = [k for k in (logprobs if echo else None, prompt_logprobs) if k is not None]
+    score = max(wanted) if wanted else None
+    if echo and logprobs is not None and "prompt_logprobs" not in honours:
+        raise bad(
+            "echo",
+            f"echo with logprobs needs the prompt's logprobs, which the {engine} engine "
+            "does not compute; drop echo or logprobs",
+        )
+    requests = [
+        EngineRequest(sampling, prompt=p, echo=echo, prompt_logprobs=score) for p in prompts
+    ]
+    parsed = _parsed(body, requests, sampling.n, logprobs)
+    parsed.prompt_logprobs = prompt_logprobs
+    _refuse_streamed_scores(parsed)
+    return parsed
+
+
+def _refuse_streamed_scores(parsed: Parsed) -> None:
+    if parsed.stream and parsed.requests[0].prompt_logprobs is not None:
+        raise bad(
+            "stream",
+            "prompt logprobs (prompt_logprobs, or echo with logprobs) are not streamed; "
+            "set stream: false",
+        )
 
 
 def _parsed(body: dict[str, Any], requests: list[EngineRequest], n: int, lp: int | None) -> Parsed:
@@ -174,6 +239,16 @@ def _parsed(body: dict[str, Any], requests: list[EngineRequest], n: int, lp: int
         raise bad("stream_options", "must be an object")
     include_usage = bool(stream and options and options.get("include_usage"))
     return Parsed(model, requests, stream, include_usage, n, lp)
+
+
+def chat_messages(raw: Any) -> list[ChatMessage]:
+    """A `messages` list as chat requests take it (also used by /tokenize)."""
+    return _messages(raw)
+
+
+def flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean field (absent or null: `default`), else a 400 naming it."""
+    return _boolean(body, key, default)
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -217,7 +292,10 @@ def _messages(raw: Any) -> list[ChatMessage]:
                 raise bad(f"{where}.tool_calls", "tool calls are not supported")
             out.append(ChatMessageAssistant(content=text))
         elif role == "tool":
-            out.append(ChatMessageTool(content=text, tool_call_id=item.get("tool_call_id")))
+            call_id = item.get("tool_call_id")
+            if call_id is not None and not isinstance(call_id, str):
+                raise bad(f"{where}.tool_call_id", "must be a string")
+            out.append(ChatMessageTool(content=text, tool_call_id=call_id))
         else:
             raise bad(f"{where}.role", f"{role!r} is not system, user, assistant or tool")
     return out
@@ -246,9 +324,9 @@ def _prompts(raw: Any) -> list[str | list[int]]:
         if all(isinstance(p, str) for p in raw):
             return list(raw)
         if all(_is_token(t) for t in raw):
-            return [list(raw)]
+            return [[int(t) for t in raw]]
         if all(isinstance(p, list) and p and all(_is_token(t) for t in p) for p in raw):
-            return [list(p) for p in raw]
+            return [[int(t) for t in p] for p in raw]
     raise bad(
         "prompt",
         "must be a string, a list of strings, a list of token ids or a list of such lists",
@@ -256,7 +334,19 @@ def _prompts(raw: Any) -> list[str | list[int]]:
 
 
 def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    whole = _whole(value)
+    return whole is not None and whole >= 0
+
+
+def _whole(value: Any) -> int | None:
+    """`value` as an int if it is a whole number: JSON Schema counts 2.0 as an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _sampling(body: dict[str, Any], max_tokens: int | None, logprobs: int | None) -> SamplingParams:
@@ -290,9 +380,10 @@ def _check_honoured(body: dict[str, Any], honours: frozenset[str], engine: str, 
         if key not in body or key in honours:
             continue
         value = body[key]
-        if key == "best_of" and value == n:
+        if key == "best_of" and _whole(value) == n:
             continue  # best_of == n picks every candidate: plain sampling
-        if value in neutral:
+        # Typed match: in Python 0 == False and 1 == True, on the wire they differ.
+        if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in neutral):
             continue
         raise bad(
             key, f"is not supported by the {engine} engine; remove it or send {_wire(neutral[-1])}"
@@ -322,8 +413,10 @@ def _integer(
     value = body.get(key)
     if value is None:
         return default
-    if not isinstance(value, int) or isinstance(value, bool):
+    whole = _whole(value)
+    if whole is None:
         raise bad(key, "must be an integer")
+    value = whole
     if (low is not None and value < low) or (high is not None and value > high):
         raise bad(
             key, f"must be between {low} and {high}" if high is not None else f"must be >= {low}"
@@ -367,7 +460,7 @@ def _token_list(body: dict[str, Any], key: str) -> list[int]:
         return []
     if not isinstance(raw, list) or not all(_is_token(t) for t in raw):
         raise bad(key, "must be a list of token ids")
-    return list(raw)
+    return [int(t) for t in raw]
 
 
 def _logit_bias(raw: Any) -> tuple[tuple[int, float], ...]:

@@ -26,6 +26,9 @@ class FakeTokenizer:
     def decode(self, ids: list[int]) -> str:
         return " ".join(f"t{i}" for i in ids)
 
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return ([1] if add_special_tokens else []) + [ord(c) for c in text]
+
 
 class FakeVLLM:
     """Yields cumulative RequestOutputs word by word, as vLLM does."""
@@ -99,7 +102,9 @@ async def test_stream_sends_deltas_and_chat_goes_through_the_template() -> None:
     await e.start()
     request = EngineRequest(SamplingParams(), messages=[ChatMessageUser(content="hi")])
     items = [item async for item in e.stream(request)]
-    assert fake.calls[-1][0] == {"prompt": "<user>hi<assistant>"}
+    # Templated, then tokenized without a second BOS (the template holds its own).
+    ids = FakeTokenizer().encode("<user>hi<assistant>", add_special_tokens=False)
+    assert fake.calls[-1][0] == {"prompt_token_ids": ids}
     texts = [getattr(i, "text", None) for i in items[:-1]]
     assert texts == ["alpha", " beta", " gamma"]
     last = items[-2]

@@ -2,9 +2,13 @@
 
 An engine turns one `EngineRequest` (a chat or a raw prompt, with its sampling
 parameters) into an `EngineResult` (choices with text, token counts, finish
-reasons and, when asked, per-token logprobs). `honours` lists the request
-fields beyond the basics that the engine implements; `schemas` refuses any
-other field set to a non-neutral value.
+reasons and, when asked, per-token logprobs and the prompt's own logprobs).
+`honours` lists the request fields beyond the basics that the engine
+implements; `schemas` refuses any other field set to a non-neutral value.
+
+Engines also expose their tokenizer (`tokenize`, `detokenize`, `token_texts`)
+for the /tokenize and /detokenize routes, so a client can tokenize exactly as
+the server scores.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from gauge.errors import ConfigError
 from gauge.model.messages import ChatMessage
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ class SamplingParams:
     """Sampling parameters in vLLM's vocabulary (neutral defaults mean "off")."""
 
     max_tokens: int | None = None
+    """0: generate nothing (only score the prompt: `EngineRequest.prompt_logprobs`)."""
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -59,8 +65,14 @@ class EngineRequest:
     messages: list[ChatMessage] | None = None
     prompt: str | list[int] | None = None
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    """Template the final (assistant) message without closing it, so it is continued."""
     echo: bool = False
-    """Prepend the prompt's text to each choice (completions)."""
+    """Prepend the prompt's text (completions) or `echo_text` (chat) to each choice."""
+    echo_text: str = ""
+    """Chat only: what echo prepends (vLLM: the last message, when its role is the reply's)."""
+    prompt_logprobs: int | None = None
+    """None: none; k >= 0: each prompt token's logprob, rank and the top k alternatives."""
 
 
 @dataclass(slots=True)
@@ -71,6 +83,22 @@ class TokenInfo:
     logprob: float
     bytes: list[int]
     top: list[tuple[str, float, list[int]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PromptLogprob:
+    """One prompt token: its logprob given the tokens before it (None for the first)."""
+
+    token_id: int
+    token: str
+    """The token's text (its exact bytes decoded; special tokens keep their literal text)."""
+    logprob: float | None
+    rank: int | None
+    """1 for the most likely token at this position."""
+    top: list[tuple[int, str, float, int]] = field(default_factory=list)
+    """The top k alternatives as (token id, text, logprob, rank), most likely first."""
+    special: bool = False
+    """A special token (BOS, template markers): absent from text decoded without them."""
 
 
 @dataclass(slots=True)
@@ -92,6 +120,8 @@ class EngineResult:
     choices: list[Choice]
     queue_time: float = 0.0
     """Seconds the request waited before the engine started it."""
+    prompt_logprobs: list[PromptLogprob] | None = None
+    """Every prompt token, when the request asked for prompt logprobs."""
 
     @property
     def completion_tokens(self) -> int:
@@ -107,6 +137,19 @@ class Delta:
     text: str
     finish_reason: str | None = None
     logprobs: list[TokenInfo] | None = None
+
+
+@dataclass(slots=True)
+class TokenizeRequest:
+    """A /tokenize body: `prompt` (text) or `messages` (templated as chat requests are)."""
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool | None = None
+    """None: as generation does (a text prompt gets the tokenizer's special tokens, a
+    chat template holds its own); True/False forces adding them or not."""
 
 
 @dataclass(slots=True)
@@ -160,6 +203,18 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def generate(self, request: EngineRequest) -> EngineResult:
         """Generate every choice of `request`."""
+
+    async def tokenize(self, request: TokenizeRequest) -> list[int]:
+        """Token ids of a prompt or a templated chat, exactly as generation would see them."""
+        raise ConfigError(f"the {self.name} engine has no tokenizer; /tokenize is unavailable")
+
+    async def detokenize(self, ids: list[int]) -> str:
+        """The text of `ids` (special tokens kept)."""
+        raise ConfigError(f"the {self.name} engine has no tokenizer; /detokenize is unavailable")
+
+    async def token_texts(self, ids: list[int]) -> list[str]:
+        """Each token's own text (for `return_token_strs`)."""
+        raise ConfigError(f"the {self.name} engine has no tokenizer; /tokenize is unavailable")
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta | EngineResult]:
         """Deltas as they are produced, then the final EngineResult (for usage).

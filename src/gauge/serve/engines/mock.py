@@ -5,11 +5,19 @@ One word is one token. The reply is the last user message (chat) or the prompt
 16, finish "length") and at the first `stop` string. `latency` seconds pass
 before the first token and `token_latency` between tokens, so streaming has a
 real time to first token. Logprobs are made up (-0.1 per position).
+
+Prompt logprobs are made up too, but deterministic, from each token's id and
+position, with ranks and alternatives that agree with each other, so load tests
+and fuzzing exercise the scoring routes. Its tokenizer: a word that is a number
+below 100000 is that token id; any other word gets an id in 100000..999999 from
+its CRC-32, the same in every server; /detokenize knows the words it has seen
+(up to 50,000 of them; others come back as their id).
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,26 +28,40 @@ from gauge.serve.engines.base import (
     Engine,
     EngineRequest,
     EngineResult,
+    PromptLogprob,
+    SamplingParams,
     TokenInfo,
+    TokenizeRequest,
 )
 
 if TYPE_CHECKING:
     from gauge.serve.settings import Settings
 
 DEFAULT_MAX_TOKENS = 16
+FIRST_WORD_ID = 100_000
+WORD_IDS = 900_000
+KNOWN_WORDS = 50_000
+ALTERNATIVE_ID = 1_000_000
+"""Made-up alternatives in prompt logprobs have ids ALTERNATIVE_ID + rank."""
 
 
 class MockEngine(Engine):
     """Echo engine with configurable latency (see module doc)."""
 
     name: ClassVar[str] = "mock"
-    honours: ClassVar[frozenset[str]] = BASIC_FIELDS | {"echo", "include_stop_str_in_output"}
+    honours: ClassVar[frozenset[str]] = BASIC_FIELDS | {
+        "echo",
+        "include_stop_str_in_output",
+        "prompt_logprobs",
+    }
 
     def __init__(self, model_name: str, latency: float = 0.0, token_latency: float = 0.0) -> None:
         super().__init__(model_name)
         self.latency = latency
         self.token_latency = token_latency
         self.calls = 0
+        self.words: dict[int, str] = {}
+        """Words seen, by id (bounded: a fuzzer's random words must not grow it forever)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MockEngine:
@@ -57,7 +79,51 @@ class MockEngine(Engine):
         choices = [self._choice(request, prompt) for _ in range(request.sampling.n)]
         if self.token_latency:
             await asyncio.sleep(self.token_latency * max(c.tokens for c in choices))
-        return EngineResult(len(prompt), choices)
+        scores = None
+        if request.prompt_logprobs is not None:
+            scores = self.prompt_scores(prompt, request.prompt_logprobs)
+        return EngineResult(len(prompt), choices, prompt_logprobs=scores)
+
+    def prompt_scores(self, words: list[str], k: int) -> list[PromptLogprob]:
+        """Deterministic prompt logprobs (see module doc)."""
+        out = []
+        for i, word in enumerate(words):
+            token_id = self._id(word)
+            text = word if i == 0 else " " + word
+            if i == 0:
+                out.append(PromptLogprob(token_id, text, None, None))
+                continue
+            rank = 1 + (token_id + i) % 3
+            value = -0.1 * (1 + (token_id * 31 + i) % 40)
+            top = []
+            for r in range(1, k + 1):
+                if r == rank:
+                    top.append((token_id, text, value, r))
+                else:
+                    top.append((ALTERNATIVE_ID + r, f"~{r}", value + 0.1 * (rank - r), r))
+            out.append(PromptLogprob(token_id, text, value, rank, top))
+        return out
+
+    async def tokenize(self, request: TokenizeRequest) -> list[int]:
+        if request.messages is not None:
+            words = _prompt_words(EngineRequest(SamplingParams(), messages=request.messages))
+        else:
+            words = (request.prompt or "").split()
+        return [self._id(w) for w in words]
+
+    async def detokenize(self, ids: list[int]) -> str:
+        return " ".join(self.words.get(t, str(t)) for t in ids)
+
+    async def token_texts(self, ids: list[int]) -> list[str]:
+        return [self.words.get(t, str(t)) for t in ids]
+
+    def _id(self, word: str) -> int:
+        if word.isascii() and word.isdigit() and int(word) < FIRST_WORD_ID:
+            return int(word)
+        token_id = FIRST_WORD_ID + zlib.crc32(word.encode()) % WORD_IDS
+        if len(self.words) < KNOWN_WORDS:
+            self.words.setdefault(token_id, word)
+        return token_id
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta | EngineResult]:
         self.calls += 1
@@ -97,7 +163,8 @@ class MockEngine(Engine):
                 _token(w if i == 0 else " " + w, i, s.logprobs) for i, w in enumerate(words)
             ]
         if request.echo:
-            text = " ".join(prompt) + text
+            echoed = request.echo_text if request.messages is not None else " ".join(prompt)
+            text = echoed + text
         return Choice(text, reason, len(words), logprobs)
 
 

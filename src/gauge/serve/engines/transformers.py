@@ -7,7 +7,8 @@ provider's `GenRequest` and its results back.
 
 Beyond the basics it honours top_k, min_p, repetition_penalty, logit_bias,
 presence/frequency penalties, stop_token_ids, include_stop_str_in_output,
-add_generation_prompt, echo and best_of equal to n. It refuses (HTTP 400)
+add_generation_prompt, continue_final_message, echo, prompt_logprobs and
+best_of equal to n. It refuses (HTTP 400)
 beam search, length_penalty, early_stopping, ignore_eos, and turning off
 skip_special_tokens or spaces_between_special_tokens: `generate` here is
 greedy or sampled, always stops at EOS and decodes without special tokens.
@@ -18,16 +19,26 @@ and sends the new text. Text that could still become part of a stop sequence
 (the last len(longest stop) - 1 characters) and an incomplete UTF-8 character
 are held back, so nothing sent is ever cut away later. Requests that ask for
 logprobs stream each choice whole when it is done.
+
+Prompt logprobs (and any request whose prompt the engine must tokenize itself:
+continue_final_message, max_tokens 0, and /tokenize) go through a second queue:
+requests waiting together are tokenized and scored in one call to the hf
+provider's `scoring.prompt_logprobs`, run on the model's one worker thread
+(serialised with the generate batches); generation then starts from exactly
+the scored ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from gauge.errors import ConfigError
 from gauge.model.providers.hf import DEFAULT_BATCH, LocalEngine, loading
 from gauge.model.providers.hf.generation import (
     GenChoice,
@@ -36,6 +47,7 @@ from gauge.model.providers.hf.generation import (
     GenResult,
     Sampling,
 )
+from gauge.serve.engines import hf_scoring
 from gauge.serve.engines.base import (
     BASIC_FIELDS,
     Choice,
@@ -45,7 +57,9 @@ from gauge.serve.engines.base import (
     EngineResult,
     SamplingParams,
     TokenInfo,
+    TokenizeRequest,
 )
+from gauge.serve.engines.hf_scoring import Job, Scored
 
 if TYPE_CHECKING:
     from gauge.serve.settings import Settings
@@ -79,7 +93,9 @@ class TransformersEngine(Engine):
         "stop_token_ids",
         "include_stop_str_in_output",
         "add_generation_prompt",
+        "continue_final_message",
         "echo",
+        "prompt_logprobs",
     }
     uses_settings: ClassVar[frozenset[str]] = frozenset(
         {
@@ -112,6 +128,11 @@ class TransformersEngine(Engine):
         self._chat_template = chat_template
         # SEED makes unseeded sampled requests reproducible, in arrival order (as vLLM's).
         self._seeds = random.Random(seed) if seed is not None else None
+        self._vocab = 0
+        self._waiting: list[tuple[Job, asyncio.Future[Scored]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.prompt_batches: deque[int] = deque(maxlen=10_000)
+        """Sizes of the prompt batches run so far (most recent last), for tests."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransformersEngine:
@@ -151,15 +172,29 @@ class TransformersEngine(Engine):
         if self._chat_template is not None:
             loaded.tokenizer.chat_template = self._chat_template
         self.max_model_len = loaded.context_length
+        self._vocab = hf_scoring.vocab_size(generator)
 
     async def generate(
         self, request: EngineRequest, on_token: Callable[[int, int], bool] | None = None
     ) -> EngineResult:
-        sampling = self._sampling(request.sampling)
+        generator = self._generator()
+        scored = None
+        prompt = request.prompt
+        if isinstance(prompt, list):
+            hf_scoring.check_ids(prompt, self._vocab)
+        if _needs_own_prompt(request):
+            scored = await self._prompt(Job(request, request.prompt_logprobs))
+            prompt = scored.ids
+        prefix = self._echo_text(generator, request) if request.echo else ""
+        if scored is not None and request.sampling.max_tokens == 0:
+            lps: list[TokenInfo] | None = [] if request.sampling.logprobs is not None else None
+            # Nothing to generate: each choice is the echo alone (vLLM: finish "length").
+            choices = [Choice(prefix, "length", 0, lps) for _ in range(request.sampling.n)]
+            return EngineResult(len(scored.ids), choices, prompt_logprobs=scored.logprobs)
         gen = GenRequest(
             request.messages or [],
-            sampling,
-            prompt=request.prompt,
+            self._sampling(request.sampling),
+            prompt=prompt,
             add_generation_prompt=request.add_generation_prompt,
             on_token=on_token,
         )
@@ -168,11 +203,75 @@ class TransformersEngine(Engine):
             result = await self.local.engine.submit(gen, self.max_batch)
         finally:
             started = self.local.started.pop(id(gen), submitted)
-        generator = self.local.generator
-        assert generator is not None  # a result exists only once the model is loaded
-        prefix = self._echo_text(generator, request) if request.echo else ""
         choices = [_choice(c, generator, prefix) for c in result.choices]
-        return EngineResult(result.input_tokens, choices, max(0.0, started - submitted))
+        return EngineResult(
+            result.input_tokens,
+            choices,
+            max(0.0, started - submitted),
+            prompt_logprobs=scored.logprobs if scored is not None else None,
+        )
+
+    async def tokenize(self, request: TokenizeRequest) -> list[int]:
+        return (await self._prompt(Job(request))).ids
+
+    async def detokenize(self, ids: list[int]) -> str:
+        generator = self._generator()
+        return await self.local.engine.run_in_worker(
+            functools.partial(hf_scoring.detokenize, generator, ids)
+        )
+
+    async def token_texts(self, ids: list[int]) -> list[str]:
+        generator = self._generator()
+        return await self.local.engine.run_in_worker(
+            functools.partial(hf_scoring.token_texts, generator, ids)
+        )
+
+    def _generator(self) -> Generator:
+        generator = self.local.generator
+        if generator is None:
+            raise ConfigError("the model is not loaded yet; retry once /health says ready")
+        return generator
+
+    async def _prompt(self, job: Job) -> Scored:
+        """Tokenize (and score) one prompt, in a batch with the others waiting."""
+        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+        self._waiting.append((job, future))
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        # Every prompt submitted in the same loop turn, or while a batch runs on the
+        # model's worker thread (serialised with the generate batches: the model is
+        # not thread-safe), goes into the next batch.
+        try:
+            while self._waiting:
+                await asyncio.sleep(0)  # the rest of this loop turn joins too
+                batch, self._waiting = self._waiting, []
+                batch = [(job, future) for job, future in batch if not future.done()]
+                if not batch:
+                    continue
+                self.prompt_batches.append(len(batch))
+                jobs = [job for job, _ in batch]
+                results: list[Scored | BaseException]
+                try:
+                    work = functools.partial(hf_scoring.score_jobs, self._generator(), jobs)
+                    results = await self.local.engine.run_in_worker(work)
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as ex:  # the worker is gone (shutdown): fail this batch
+                    results = [ex] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._drainer = None
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta | EngineResult]:
         if request.sampling.logprobs is not None:
@@ -255,7 +354,7 @@ class TransformersEngine(Engine):
             return text
         if isinstance(request.prompt, str):
             return request.prompt
-        return generator.prompt_text(request.messages or [], request.add_generation_prompt)[0]
+        return request.echo_text
 
 
 class _StreamTexts:
@@ -322,13 +421,20 @@ def _choice(choice: GenChoice, generator: Generator, prefix: str) -> Choice:
     return Choice(prefix + choice.text, reason, len(choice.token_ids), logprobs)
 
 
+def _needs_own_prompt(request: EngineRequest) -> bool:
+    """Whether the engine tokenizes the prompt itself before generating (see module doc)."""
+    return (
+        request.prompt_logprobs is not None
+        or request.continue_final_message
+        or request.sampling.max_tokens == 0
+    )
+
+
 def _read_template(value: str | None) -> str | None:
     """CUSTOM_CHAT_TEMPLATE is the Jinja template itself, or a path to a file holding it."""
     if not value:
         return None
     from pathlib import Path
-
-    from gauge.errors import ConfigError
 
     if "{" not in value:
         path = Path(value)

@@ -8,6 +8,13 @@ back to deltas and results. Every model setting of the worker is passed to
 early_stopping) and best_of > n are refused: current vLLM removed them from
 SamplingParams.
 
+Prompt logprobs map to `SamplingParams(prompt_logprobs=k)`; vLLM's
+`RequestOutput.prompt_logprobs` (None for the first token, then a dict of token
+id -> Logprob(logprob, rank, decoded_token) holding the prompt token and the
+top k) becomes `PromptLogprob`s. `max_tokens: 0` runs with max_tokens 1 and
+drops the generated token, as vLLM's own server does for echo without
+generation.
+
 `engine` and `sampling_params` may be passed in (tests use fakes); otherwise
 `vllm` is imported on `load`, and a missing package or GPU is a one-line error.
 """
@@ -28,8 +35,10 @@ from gauge.serve.engines.base import (
     Engine,
     EngineRequest,
     EngineResult,
+    PromptLogprob,
     SamplingParams,
     TokenInfo,
+    TokenizeRequest,
 )
 
 if TYPE_CHECKING:
@@ -77,7 +86,9 @@ class VLLMEngine(Engine):
         "spaces_between_special_tokens",
         "include_stop_str_in_output",
         "add_generation_prompt",
+        "continue_final_message",
         "echo",
+        "prompt_logprobs",
     }
     uses_settings: ClassVar[frozenset[str]] = frozenset(
         {name.upper() for name in _ENGINE_ARGS} | {"HF_TOKEN", "CUSTOM_CHAT_TEMPLATE"}
@@ -160,11 +171,13 @@ class VLLMEngine(Engine):
         params = self._params(**self.sampling_kwargs(request.sampling, request))
         sent: dict[int, int] = {}
         echo = self._echo_text(request) if request.echo else ""
+        score_only = request.sampling.max_tokens == 0
         final = None
-        async for output in self._engine.generate(
-            self._prompt(request), params, f"gauge-{next(_ids)}"
-        ):
+        prompt = await self._prompt(request)
+        async for output in self._engine.generate(prompt, params, f"gauge-{next(_ids)}"):
             final = output
+            if score_only:
+                continue  # the one token vLLM had to generate is dropped
             for completion in output.outputs:
                 done = sent.get(completion.index, 0)
                 text = completion.text
@@ -179,6 +192,9 @@ class VLLMEngine(Engine):
                     sent[completion.index] = len(text)
         if final is None:
             raise ConfigError("vllm returned no output for the request; check the server log")
+        if score_only:
+            for index in range(request.sampling.n):
+                yield Delta(index, echo, "length")
         yield self._result(final, request, echo)
 
     def sampling_kwargs(self, p: SamplingParams, request: EngineRequest) -> dict[str, Any]:
@@ -199,19 +215,24 @@ class VLLMEngine(Engine):
             "skip_special_tokens": p.skip_special_tokens,
             "spaces_between_special_tokens": p.spaces_between_special_tokens,
             "seed": p.seed,
-            "max_tokens": p.max_tokens,
+            # vLLM generates at least one token; max_tokens 0 drops it (see module doc).
+            "max_tokens": 1 if p.max_tokens == 0 else p.max_tokens,
             "logprobs": p.logprobs,
         }
+        if request.prompt_logprobs is not None:
+            kwargs["prompt_logprobs"] = request.prompt_logprobs
         if p.logit_bias:
             kwargs["logit_bias"] = dict(p.logit_bias)
         return kwargs
 
-    def _prompt(self, request: EngineRequest) -> dict[str, Any]:
+    async def _prompt(self, request: EngineRequest) -> dict[str, Any]:
         if isinstance(request.prompt, list):
             return {"prompt_token_ids": request.prompt}
         if isinstance(request.prompt, str):
             return {"prompt": request.prompt}
-        return {"prompt": self._echo_text(request)}
+        # The template holds its own special tokens: tokenized here without adding them
+        # (as vLLM's server and /tokenize do), where a text prompt would get a second BOS.
+        return {"prompt_token_ids": await self.tokenize(_as_tokenize(request))}
 
     def _echo_text(self, request: EngineRequest) -> str:
         if isinstance(request.prompt, str):
@@ -219,14 +240,33 @@ class VLLMEngine(Engine):
         if isinstance(request.prompt, list):
             text: str = self._tokenizer.decode(request.prompt)
             return text
+        return request.echo_text
+
+    def _chat_text(self, request: EngineRequest | TokenizeRequest) -> str:
         turns = [{"role": m.role, "content": m.text} for m in request.messages or []]
-        chat: str = self._tokenizer.apply_chat_template(
-            turns, add_generation_prompt=request.add_generation_prompt, tokenize=False
-        )
+        options: dict[str, Any] = {"add_generation_prompt": request.add_generation_prompt}
+        if request.continue_final_message:
+            options = {"add_generation_prompt": False, "continue_final_message": True}
+        try:
+            chat: str = self._tokenizer.apply_chat_template(turns, tokenize=False, **options)
+        except Exception as ex:  # jinja errors, or transformers' own checks
+            raise ConfigError(
+                f"cannot build the prompt with the model's chat template: {ex}"
+            ) from ex
         return chat
 
     def _result(self, final: Any, request: EngineRequest, echo: str) -> EngineResult:
         k = request.sampling.logprobs
+        prompt_ids = list(final.prompt_token_ids or ())
+        scores = None
+        if request.prompt_logprobs is not None:
+            scores = self.prompt_scores(
+                prompt_ids, final.prompt_logprobs or [], request.prompt_logprobs
+            )
+        if request.sampling.max_tokens == 0:
+            lps: list[TokenInfo] | None = [] if k is not None else None
+            choices = [Choice(echo, "length", 0, lps) for _ in range(request.sampling.n)]
+            return EngineResult(len(prompt_ids), choices, prompt_logprobs=scores)
         choices = []
         for completion in sorted(final.outputs, key=lambda c: c.index):
             logprobs = None
@@ -245,7 +285,57 @@ class VLLMEngine(Engine):
                     logprobs,
                 )
             )
-        return EngineResult(len(final.prompt_token_ids or ()), choices)
+        return EngineResult(len(prompt_ids), choices, prompt_logprobs=scores)
+
+    def prompt_scores(
+        self, ids: list[int], positions: list[dict[int, Any] | None], k: int
+    ) -> list[PromptLogprob]:
+        """vLLM's PromptLogprobs (None first, then {token id: Logprob}) as PromptLogprobs."""
+        special = set(getattr(self._tokenizer, "all_special_ids", None) or [])
+        out = []
+        for i, token_id in enumerate(ids):
+            entries = positions[i] if i < len(positions) else None
+            text = self._decoded(token_id, entries)
+            if not entries or token_id not in entries:
+                out.append(PromptLogprob(token_id, text, None, None, special=token_id in special))
+                continue
+            ranked = sorted(
+                (t for t, e in entries.items() if e.rank is not None and e.rank <= k),
+                key=lambda t: entries[t].rank,
+            )
+            top = [
+                (t, self._decoded(t, entries), entries[t].logprob, entries[t].rank) for t in ranked
+            ]
+            chosen = entries[token_id]
+            out.append(
+                PromptLogprob(
+                    token_id, text, chosen.logprob, chosen.rank, top, special=token_id in special
+                )
+            )
+        return out
+
+    def _decoded(self, token_id: int, entries: dict[int, Any] | None) -> str:
+        entry = entries.get(token_id) if entries else None
+        text = getattr(entry, "decoded_token", None)
+        if text is None:
+            text = self._tokenizer.decode([token_id])
+        return str(text)
+
+    async def tokenize(self, request: TokenizeRequest) -> list[int]:
+        if request.messages is not None:
+            text = await asyncio.to_thread(self._chat_text, request)
+            special = bool(request.add_special_tokens)  # vLLM: a chat template holds its own
+        else:
+            text = request.prompt or ""
+            special = request.add_special_tokens is not False
+        ids = await asyncio.to_thread(self._tokenizer.encode, text, add_special_tokens=special)
+        return list(ids)
+
+    async def detokenize(self, ids: list[int]) -> str:
+        return str(await asyncio.to_thread(self._tokenizer.decode, ids))
+
+    async def token_texts(self, ids: list[int]) -> list[str]:
+        return [self._tokenizer.decode([t]) for t in ids]
 
     def _token(self, token_id: int, entries: dict[int, Any], k: int) -> TokenInfo:
         def describe(tid: int) -> tuple[str, list[int]]:
@@ -271,6 +361,14 @@ class VLLMEngine(Engine):
         if callable(shutdown):
             shutdown()
         await super().close()
+
+
+def _as_tokenize(request: EngineRequest) -> TokenizeRequest:
+    return TokenizeRequest(
+        messages=request.messages,
+        add_generation_prompt=request.add_generation_prompt,
+        continue_final_message=request.continue_final_message,
+    )
 
 
 def _finish(reason: str | None) -> str:
