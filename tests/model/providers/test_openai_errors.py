@@ -208,3 +208,14 @@ def test_classification_table(model: Model) -> None:
     assert api.classify_error(MalformedResponse("cut")).kind == "transient"
     assert api.classify_error(TimeoutError()).kind == "transient"
     assert api.classify_error(ValueError("ours")).kind == "fatal"
+
+
+async def test_url_credentials_with_an_api_key_is_one_clear_error() -> None:
+    from gauge.errors import ConfigError
+
+    model = get_model(
+        "openai-api/svc/m", base_url="http://user:pw@127.0.0.1:9/v1", api_key="k", memoize=False
+    )
+    with pytest.raises(ConfigError, match=r"^the base URL carries user:password credentials"):
+        await model.generate("hi", config={"max_retries": 0})
+    await model.close()

@@ -95,6 +95,14 @@ class OpenAIChatAPI(ModelAPI):
         names = " or ".join(cls.base_url_vars or ()) or "a base URL variable"
         return f"provider {cls.name!r} needs a base URL: set {names} or pass base_url="
 
+    def scoring_unsupported(self) -> str:
+        return (
+            f"provider {self.name!r} speaks chat completions, which return no prompt "
+            "logprobs, so it cannot score loglikelihoods; use openai-completions/<model> or "
+            "openai-api-completions/<service>/<model> (a completions endpoint with "
+            "echo+logprobs), vllm/ or hf/"
+        )
+
     def wire_model(self) -> str:
         """The `model` value sent in the body."""
         return self.model_name

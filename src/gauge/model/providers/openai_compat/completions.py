@@ -16,8 +16,8 @@ from gauge.errors import ConfigError, MissingAPIKey
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
-from gauge.model.providers.openai_compat.chat import OpenAIChatAPI
 from gauge.model.providers.openai_compat.response import completion_output
+from gauge.model.providers.openai_compat.scoring import CompletionsScoringAPI
 from gauge.model.providers.openai_compat.services import service_settings
 from gauge.model.tools import ToolChoice, ToolInfo
 
@@ -99,7 +99,7 @@ def completion_body(
     return body
 
 
-class OpenAICompletionsAPI(OpenAIChatAPI):
+class OpenAICompletionsAPI(CompletionsScoringAPI):
     """`openai-completions/<model>`: `/completions` on OpenAI or OPENAI_BASE_URL.
 
     A key is required only for OpenAI's own endpoint; a local server set through
@@ -171,3 +171,6 @@ class OpenAIServiceCompletionsAPI(OpenAICompletionsAPI):
             type(self).name, model_name, base_url, api_key
         )
         super().__init__(model, base_url, api_key, config, **model_args)
+
+    def spec_name(self) -> str:
+        return f"{self.service}/{self.model_name}"

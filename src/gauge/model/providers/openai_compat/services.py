@@ -28,7 +28,9 @@ from gauge.model.providers.openai_compat.chat import (
     env,
 )
 from gauge.model.providers.openai_compat.request import Dialect
+from gauge.model.providers.openai_compat.scoring import PromptLogprobsAPI
 from gauge.model.tools import ToolChoice, ToolInfo
+from gauge.model.urls import check_base_url
 
 AZURE_OPENAI_API_VERSION = "2024-10-21"
 AZUREAI_API_VERSION = "2024-05-01-preview"
@@ -242,7 +244,7 @@ class OllamaAPI(OpenAIChatAPI):
     default_max_connections = 8
 
 
-class VLLMServerAPI(OpenAIChatAPI):
+class VLLMServerAPI(PromptLogprobsAPI):
     """A running vLLM OpenAI-compatible server (`vllm serve ...`)."""
 
     base_url_vars = ("VLLM_BASE_URL",)
@@ -266,7 +268,7 @@ class VLLMServerAPI(OpenAIChatAPI):
         )
 
 
-class OpenAIServiceAPI(OpenAIChatAPI):
+class OpenAIServiceAPI(PromptLogprobsAPI):
     """`openai-api/<service>/<model>`: any OpenAI-compatible server.
 
     Reads `<SERVICE>_BASE_URL` (required) and `<SERVICE>_API_KEY` (optional:
@@ -292,6 +294,9 @@ class OpenAIServiceAPI(OpenAIChatAPI):
         )
         super().__init__(model, base_url, api_key, config, **model_args)
 
+    def spec_name(self) -> str:
+        return f"{self.service}/{self.model_name}"
+
 
 def service_settings(
     provider: str, model_name: str, base_url: str | None, api_key: str | None
@@ -309,6 +314,7 @@ def service_settings(
         raise ConfigError(
             f"{provider}/{service}/... needs a base URL: set {prefix}_BASE_URL or pass base_url="
         )
+    check_base_url(base_url)
     return service, model, base_url, api_key or env(f"{prefix}_API_KEY")
 
 
