@@ -72,3 +72,53 @@ async def test_eval_through_openai_wire_format(tmp_path: Path) -> None:
     assert first["output"]["completion"] == first["input"][0]["content"]
     assert first["usage"]["total_tokens"] > 0
     assert records[0]["model"]["base_url"] == server.url
+
+
+async def test_lm_eval_base_url_and_num_concurrent_model_args(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAUGE_")}
+    async with OpenAIServer(validate=True) as server:
+        code, _out, err = await gauge(
+            "eval",
+            str(EXAMPLES / "arithmetic.py"),
+            "-T",
+            "limit=5",
+            "--model",
+            "openai-api/local/m",
+            "-M",
+            f"base_url={server.url}",
+            "-M",
+            "num_concurrent=2",
+            "--log-dir",
+            "logs",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert code == 0, err
+        assert len(server.requests) == 5
+        # The service stays in the model's name, so the journal resumes (and two
+        # services serving one model name stay apart in a comparison).
+        [journal] = (tmp_path / "logs").glob("*.jsonl")
+        header = orjson.loads(journal.read_bytes().splitlines()[0])
+        assert header["model"]["name"] == "openai-api/local/m"
+        code, _out, err = await gauge(
+            "eval", "--resume", str(journal), "-M", f"base_url={server.url}", cwd=tmp_path, env=env
+        )
+        assert code == 0, err
+        assert len(server.requests) == 5  # nothing left to run
+        code, _out, err = await gauge(
+            "eval",
+            str(EXAMPLES / "arithmetic.py"),
+            "--model",
+            "openai-api/local/m",
+            "-M",
+            f"base_url={server.url}",
+            "-M",
+            "num_concurrent=2",
+            "--max-connections",
+            "8",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert code != 0 and len(server.requests) == 5
+        [line] = [x for x in err.splitlines() if x.strip()]
+        assert "num_concurrent" in line and "max_connections" in line

@@ -322,3 +322,11 @@ def test_config_may_be_a_dict_validated_like_a_config_file() -> None:
 def test_a_non_string_model_name_is_a_name_error() -> None:
     with pytest.raises(ModelNameError, match="model must be a 'provider/name' string, got int"):
         get_model(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["openai/gpt-4o", "openai-api/svc/m", "vllm/m"])
+def test_a_base_url_that_is_not_http_is_refused_up_front(name: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"^base URL 'notaurl' must start with http:// or https://"
+    ):
+        get_model(name, base_url="notaurl", api_key="k", memoize=False)

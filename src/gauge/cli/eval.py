@@ -155,8 +155,9 @@ def _config_values(params: dict[str, Any]) -> dict[str, Any]:
             try:
                 value = yaml.safe_load(value)
             except yaml.YAMLError:
+                flag = f"--{name.replace('_', '-')}"
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} {value!r} is not a valid value"
+                    f"{flag} {value!r} is not valid YAML/JSON; see gauge eval --help for its form"
                 ) from None
         values[name] = list(value) if isinstance(value, tuple) else value
     return values
@@ -355,6 +356,10 @@ async def _run(params: dict[str, Any]) -> list[Any]:
             config = GenerateConfig(**file_config).merge(config)
         except ValueError as ex:
             raise ConfigError(f"--model-config {params['model_config']}: {one_line(ex)}") from None
+    # `-M num_concurrent=4 --max-connections 8` names one setting twice: refuse it.
+    from gauge.model.lm_eval_args import check_conflicts
+
+    check_conflicts(model_args, config)
     task_args = parse_task_args(params["task_args"])
     options: dict[str, Any] = {
         "limit": params["limit"],

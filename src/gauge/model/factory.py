@@ -11,8 +11,10 @@ import orjson
 from gauge.errors import ConfigError, MissingAPIKey, ModelNameError, one_line
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig, as_config
+from gauge.model.lm_eval_args import resolve as resolve_lm_eval_args
 from gauge.model.model import Model
 from gauge.model.registry import check_installed, provider_class
+from gauge.model.urls import check_base_url
 
 MODEL_ENV = "GAUGE_MODEL"
 DEFAULT_MODEL = "hf/gauge-tiny"
@@ -52,7 +54,10 @@ def get_model(
             return cached
     cls = provider_class(provider)
     check_installed(provider, cls)
+    # lm-eval's names (-M base_url= num_concurrent= max_retries= ...) mean gauge's settings.
+    base_url, model_args, config = resolve_lm_eval_args(cls, base_url, model_args, config)
     base_url = base_url or _first_env(env_vars(cls, provider, "BASE_URL")) or cls.default_base_url
+    check_base_url(base_url)
     routed = cls.route(base_url, model_args)
     if routed is not cls:
         if not routed.name:

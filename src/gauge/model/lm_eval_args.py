@@ -1,0 +1,206 @@
+"""lm-evaluation-harness's model-argument names, accepted by every provider where they fit.
+
+    -M base_url=URL        the provider's base URL (same as base_url=)
+    -M num_concurrent=N    max_connections (requests in flight per connection key)
+    -M max_retries=N       max_retries
+    -M timeout=SECONDS     timeout
+    -M max_gen_toks=N      max_tokens default (the model's config; a task or call still wins)
+    -M tokenizer=SPEC      left as a model arg for providers that take one
+    -M batch_size=N        left as a model arg for providers that take one
+
+A provider that names one of these in its own `__init__` (a template provider
+takes `num_concurrent`, `batch_size`, `tokenizer` and `max_gen_toks` itself) gets
+it as a model arg, converted and checked; providers that score loglikelihoods take
+`tokenizer` and `batch_size`. Values may arrive as strings (the CLI,
+YAML files); a bad one, or a clash with the same setting given under gauge's
+name, is a one-line ConfigError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gauge.errors import ConfigError, GaugeError
+from gauge.model.api import ModelAPI
+from gauge.model.config import GenerateConfig
+
+CONFIG_ARGS: dict[str, str] = {
+    "num_concurrent": "max_connections",
+    "max_retries": "max_retries",
+    "timeout": "timeout",
+    "max_gen_toks": "max_tokens",
+}
+"""lm-eval model arg -> the GenerateConfig field with the same meaning."""
+
+PROVIDER_ARGS = ("tokenizer", "batch_size")
+"""lm-eval model args passed on only to providers that take them."""
+
+
+def _whole(minimum: int) -> Callable[[str, Any], int]:
+    def convert(name: str, value: Any) -> int:
+        number = _number(name, value)
+        if not float(number).is_integer() or number < minimum:
+            raise ConfigError(f"-M {name}={value} must be a whole number >= {minimum}")
+        return int(number)
+
+    return convert
+
+
+def _seconds(name: str, value: Any) -> float:
+    number = _number(name, value)
+    if number <= 0:
+        raise ConfigError(f"-M {name}={value} must be a number of seconds > 0")
+    return float(number)
+
+
+def _tokenizer_spec(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError(f"-M {name}= is empty; give a tokenizer path or name")
+        return value.strip()
+    if all(hasattr(value, attr) for attr in ("encode", "decode", "prefix_token_id")):
+        return value  # a tokenizer object, from Python
+    raise ConfigError(f"-M {name} must be a tokenizer path or name, got {type(value).__name__}")
+
+
+CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
+    "num_concurrent": _whole(1),
+    "max_retries": _whole(0),
+    "timeout": _seconds,
+    "max_gen_toks": _whole(1),
+    "batch_size": _whole(1),
+    "tokenizer": _tokenizer_spec,
+}
+
+
+def resolve(
+    cls: type[ModelAPI],
+    base_url: str | None,
+    model_args: Mapping[str, Any],
+    config: GenerateConfig,
+) -> tuple[str | None, dict[str, Any], GenerateConfig]:
+    """(base_url, model_args, config) with lm-eval's argument names applied for `cls`."""
+    base_url, args = split_base_url(base_url, model_args)
+    values: dict[str, Any] = {}
+    for name, convert in CONVERTERS.items():
+        if name not in args:
+            continue
+        value = convert(name, args[name])
+        field = CONFIG_ARGS.get(name)
+        if field is not None:
+            current = getattr(config, field) if field in config.model_fields_set else None
+            if current is not None and current != value:
+                raise ConfigError(_clash(name, args_value=value, field=field, current=current))
+        if takes(cls, name):
+            args[name] = value
+        elif field is None:
+            raise ConfigError(_not_taken(cls, name))
+        else:
+            del args[name]
+            values[field] = value
+    if values:
+        config = config.merge(GenerateConfig(**values))
+    return base_url, args, config
+
+
+def split_base_url(
+    base_url: str | None, model_args: Mapping[str, Any]
+) -> tuple[str | None, dict[str, Any]]:
+    """(base_url, the other model args): `-M base_url=` taken out, checked against `base_url`.
+
+    Callers that pass model args as keywords to `get_model` next to `base_url=`
+    must split first (Python refuses the same keyword twice).
+    """
+    args = dict(model_args)
+    if "base_url" not in args:
+        return base_url, args
+    given = args.pop("base_url")
+    if not isinstance(given, str) or not given.strip():
+        raise ConfigError(f"-M base_url={given!r} must be a URL, e.g. http://localhost:8000/v1")
+    if base_url and base_url.rstrip("/") != given.strip().rstrip("/"):
+        raise ConfigError(f"-M base_url={given} conflicts with base_url {base_url}; give only one")
+    return base_url or given.strip(), args
+
+
+def check_conflicts(model_args: Mapping[str, Any], config: GenerateConfig) -> None:
+    """Raise when an lm-eval model arg and a gauge setting (e.g. a flag) disagree.
+
+    For callers that hold the run's settings apart from the model's, such as the
+    CLI: `-M num_concurrent=4 --max-connections 8` is a one-line error.
+    """
+    for name, field in CONFIG_ARGS.items():
+        if name not in model_args or field not in config.model_fields_set:
+            continue
+        current = getattr(config, field)
+        value = CONVERTERS[name](name, model_args[name])
+        if current is not None and current != value:
+            raise ConfigError(_clash(name, args_value=value, field=field, current=current))
+
+
+def takes(cls: type[ModelAPI], name: str) -> bool:
+    """Whether provider class `cls` takes model arg `name` itself.
+
+    True when an `__init__` in its MRO names the argument, or, for `tokenizer` and
+    `batch_size`, when the provider scores loglikelihoods (which tokenize and batch).
+    """
+    if name in PROVIDER_ARGS and getattr(cls, "supports_loglikelihood", False):
+        return True
+    import inspect  # only when an lm-eval arg is given: it costs ~4 ms to import
+
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            parameter = inspect.signature(init).parameters.get(name)
+        except (TypeError, ValueError):
+            continue
+        if parameter is not None and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        ):
+            return True
+    return False
+
+
+def providers_taking(name: str) -> list[str]:
+    """Known provider names whose class takes model arg `name` (loads provider modules)."""
+    from gauge.model.registry import provider_class, provider_names
+
+    out = []
+    for provider in provider_names():
+        try:
+            cls = provider_class(provider)
+        except (GaugeError, ImportError):
+            continue
+        if takes(cls, name):
+            out.append(provider)
+    return out
+
+
+def _not_taken(cls: type[ModelAPI], name: str) -> str:
+    provider = cls.name or cls.__name__
+    which = providers_taking(name)
+    hint = f"providers that take it: {', '.join(which)}" if which else "no known provider takes it"
+    return f"provider {provider!r} does not take -M {name}; remove it ({hint})"
+
+
+def _clash(name: str, args_value: Any, field: str, current: Any) -> str:
+    return (
+        f"-M {name}={args_value} conflicts with {field}={current} "
+        f"(--{field.replace('_', '-')}); they are the same setting, give only one"
+    )
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"-M {name}={value} must be a number")
+    try:
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"-M {name}={value!r} must be a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"-M {name}={value} must be a finite number")
+    return number
