@@ -19,7 +19,8 @@ Scenarios (issue 5). Each runs the mock server in its own process and the client
             reports the longest attempt (target <= 2.5 s).
 
 For each: wall, wall / ideal, requests the server rejected (429), samples
-completed. With --inspect-python (or INSPECT_PYTHON), Inspect AI runs the same
+completed, and the CPU the client (in its eval, start-up excluded) and the
+server used per request. With --inspect-python (or INSPECT_PYTHON), Inspect AI runs the same
 eval against the same kind of server (openai provider, chat completions) in the
 same invocation.
 
@@ -33,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -162,11 +164,12 @@ def run_gauge(name: str, base_url: str) -> dict[str, Any]:
         await model.close()
         return result, stats
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result, stats = asyncio.run(main())
     wall = time.perf_counter() - started
     return {
         "wall": wall,
+        "eval_cpu": time.process_time() - cpu,
         "completed": result.completed,
         "errors": result.errors,
         "max_attempt": max(attempts),
@@ -224,17 +227,33 @@ def server_stats(base_url: str) -> dict[str, int]:
         return dict(json.loads(response.read()))
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(name: str, client: str, python: str) -> dict[str, Any] | str:
     """One client on one fresh server; the measurements, or why it failed."""
     server, base_url = start_mock_openai_server(*SCENARIOS[name]["server"])
     try:
         cmd = [python, __file__, name, "--child", client, "--base-url", base_url]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+        server_before, client_before = process_cpu(server.pid), children_cpu()
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        # The server is not reaped yet, so the children's CPU is the client's alone.
+        client_cpu = children_cpu() - client_before
+        server_cpu = process_cpu(server.pid) - server_before
         if out.returncode != 0:
             return f"failed: {out.stderr.strip().splitlines()[-1:]}"
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         result.update(server_stats(base_url))
+        result.update(client_cpu=client_cpu, server_cpu=server_cpu, load=os.getloadavg()[0])
         return result
     finally:
         server.terminate()
@@ -255,7 +274,12 @@ def report(name: str, client: str, result: dict[str, Any] | str, clean: float | 
         if "final_concurrency" in result
         else ""
     )
-    notes = "; ".join(x for x in (vs_clean, longest, conc) if x)
+    client_cpu = result.get("eval_cpu", result["client_cpu"])  # start-up excluded if known
+    cpu = (
+        f"CPU/request client {1000 * client_cpu / spec['n']:.3f} ms + server "
+        f"{1000 * result['server_cpu'] / spec['n']:.3f} ms; load {result['load']:.1f}"
+    )
+    notes = "; ".join(x for x in (vs_clean, longest, conc, cpu) if x)
     return (
         f"| {name} | {client} | {result['wall']:.2f} s | {best:.2f} s | {ratio:.3f}x | "
         f"{result['rejected']} | {result['completed']}/{spec['n']} | {notes} |"

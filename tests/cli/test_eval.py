@@ -160,9 +160,7 @@ def test_comma_list_of_models_prints_one_side_by_side_table(
         "--model",
         "mock/a,mock/b",
         "-M",
-        "outputs=[w1]",
-        "--max-errors",
-        "10",
+        "outputs=[w0,w1,w2,w3,w4,w5]",
         "--log-dir",
         str(tmp_path / "logs"),
     )

@@ -10,8 +10,9 @@ from gauge.model.rate.adaptive import AdaptiveConcurrency
 def test_slow_start_grows_only_while_saturated() -> None:
     c = AdaptiveConcurrency(start=4, maximum=20)
     assert c.on_success(saturated=False) == 4
-    assert [c.on_success(saturated=True) for _ in range(3)] == [6, 8, 10]
-    for _ in range(10):
+    # +1 per saturated success: the limit doubles every round trip.
+    assert [c.on_success(saturated=True) for _ in range(4)] == [5, 6, 7, 8]
+    for _ in range(20):
         c.on_success(saturated=True)
     assert c.limit == 20  # capped at the maximum
 
@@ -40,7 +41,7 @@ def test_fixed_limit_never_moves() -> None:
     assert c.on_success(saturated=True) == 3
     assert c.on_rate_limit(now=0.0) == 3
     c.set_fixed(None)
-    assert c.on_success(saturated=True) == 5
+    assert c.on_success(saturated=True) == 4
 
 
 def test_bad_bounds_are_rejected() -> None:

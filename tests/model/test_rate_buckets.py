@@ -48,3 +48,14 @@ def test_set_rate_and_drain_to() -> None:
 def test_estimate_is_chars_over_four_plus_framing_plus_max_tokens() -> None:
     assert estimate_tokens(["x" * 400, "y" * 40], max_tokens=100) == 100 + 10 + 8 + 100
     assert estimate_tokens(["abc"], max_tokens=None) == 0 + 4
+
+
+def test_a_pause_pays_debt_off_but_saves_no_credit() -> None:
+    bucket = TokenBucket(rate=10.0, capacity=1.0, now=0.0)
+    bucket.reserve(21, now=0.0)  # 20 in debt: 2 s to pay off
+    bucket.hold(until=1.0, now=0.0)  # the pause pays 1 s of it ...
+    assert bucket.reserve(0, now=1.0) == pytest.approx(1.0)  # ... not twice
+    bucket.hold(until=1.5, now=0.5)  # an extended pause earns only its new part
+    assert bucket.reserve(0, now=1.5) == pytest.approx(0.5)
+    bucket.hold(until=5.0, now=1.5)  # a long pause ends at zero, with no burst saved
+    assert bucket.tokens == 0.0 and bucket.reserve(1, now=5.0) == pytest.approx(0.1)

@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
+from gauge.model.output import ModelUsage
 from gauge.model.rate import key_stats
-from gauge.model.rate.keys import KeyState, key_state
+from gauge.model.rate.headers import TOKEN_SAFETY
+from gauge.model.rate.keys import PROBE_EVERY, PROBE_STEP, RECOVER_AFTER, KeyState, key_state
 
 
 class FakeClock:
@@ -67,7 +69,7 @@ async def test_limits_learned_from_headers_and_user_budget_wins_when_lower() -> 
         0, 10, False, {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "6000"}
     )
     assert s.rpm is not None and s.rpm.rate == pytest.approx(600 * 0.97 / 60)
-    assert s.tpm is not None and s.tpm.rate == pytest.approx(6000 * 0.95 / 60)
+    assert s.tpm is not None and s.tpm.rate == pytest.approx(6000 * TOKEN_SAFETY / 60)
     s.configure(None, 120.0, None)
     assert s.rpm.rate == pytest.approx(2.0)
     assert s.stats()["rpm"] == 120.0
@@ -137,27 +139,56 @@ async def test_fixed_max_connections_and_stats() -> None:
     assert any(k["key"] == stats["key"] and k["tokens"] == 60 for k in key_stats())
     s.configure(None, None, None)
     s.succeeded(0, 1, True, None)
-    assert s.limiter.limit == 5 and s.stats()["adaptive"]
+    assert s.limiter.limit == 4 and s.stats()["adaptive"]
 
 
-async def test_without_headers_the_rate_is_inferred_from_what_was_accepted() -> None:
+async def test_without_headers_the_rate_is_measured_from_what_was_accepted() -> None:
     clock = FakeClock()
     s = state(clock, start=64)
-    for _ in range(30):  # 30 accepted within the last second ...
+    sent = []
+    for _ in range(30):  # 30 sent within the last second and accepted ...
         clock.now += 0.02
-        s.succeeded(0, 1, True, None)
-    s.failed("rate_limit", 1.0, 0, None)  # ... then a 429 with Retry-After: 1
+        sent.append(clock.now)
+        s.succeeded(0, 1, True, None, sent_at=clock.now - 0.05)
+    # ... then a 429 with Retry-After: 1 for a request sent now.
+    s.failed("rate_limit", 1.0, 0, None, sent_at=clock.now)
     assert s.inferred_rpm and s.learned_rpm == 30 * 60
     assert s.rpm is not None and s.rpm.rate == pytest.approx(30 * 0.97)
-    assert s.limiter.limit == 62  # 64 + 2 x 30 in slow start, then halved
-    # Probed upward while no rate limit comes back.
-    clock.now += 5.0
+    assert s.limiter.limit == 47  # 64 + 30 in slow start, then halved: no budget paced it yet
+    assert s.paused_until == pytest.approx(clock.now + 1.0)  # the whole Retry-After
+    # Requests sent before the 429 and still in flight were accepted too: the
+    # measure grows as they come back; later ones do not count.
+    for _ in range(10):
+        s.succeeded(0, 1, False, None, sent_at=clock.now - 0.01)
+    s.succeeded(0, 1, False, None, sent_at=clock.now + 0.5)
+    assert s.learned_rpm == 40 * 60 and s.rpm.rate == pytest.approx(40 * 0.97)
+    # Probed upward after PROBE_EVERY without a rate limit.
+    clock.now += PROBE_EVERY
     s.succeeded(0, 1, False, None)
-    assert s.learned_rpm == pytest.approx(30 * 60 * 1.05)
-    # A later episode trims the inferred rate instead of re-measuring it.
-    clock.now += 2.0
-    s.failed("rate_limit", None, 0, None)
-    assert s.learned_rpm == pytest.approx(30 * 60 * 1.05 * 0.9)
+    assert s.learned_rpm == pytest.approx(40 * 60 * PROBE_STEP)
+
+
+async def test_a_later_episode_measures_again_from_a_floor() -> None:
+    clock = FakeClock()
+    s = state(clock, start=64)
+    for _ in range(50):
+        clock.now += 0.02
+        s.succeeded(0, 1, False, None, sent_at=clock.now)
+    s.failed("rate_limit", 1.0, 0, None, sent_at=clock.now)
+    assert s.learned_rpm == 50 * 60
+    clock.now += 5.0  # 20 accepted in the last second, the rest still in flight
+    for _ in range(20):
+        clock.now += 0.02
+        s.succeeded(0, 1, False, None, sent_at=clock.now)
+    limit = s.limiter.limit
+    s.failed("rate_limit", 1.0, 0, None, sent_at=clock.now)
+    assert s.learned_rpm == pytest.approx(50 * 60 * 0.9)  # not 20/s while replies come in
+    assert s.limiter.limit == limit  # a budget paces the key: concurrency is not cut
+    # A paced key pauses for one request's worth of budget, not the whole Retry-After.
+    assert s.paused_until == pytest.approx(clock.now + 1 / (45 * 0.97))
+    for _ in range(28):
+        s.succeeded(0, 1, False, None, sent_at=clock.now - 0.5)
+    assert s.learned_rpm == 48 * 60
 
 
 async def test_pause_holds_the_buckets_so_no_burst_follows_it() -> None:
@@ -177,9 +208,70 @@ async def test_rate_limit_within_a_learned_budget_lowers_the_margin_not_concurre
     clock = FakeClock()
     s = state(clock, start=16)
     s.succeeded(0, 1, False, {"x-ratelimit-limit-tokens": "60000"})
-    assert s.tpm is not None and s.tpm.rate == pytest.approx(1000 * 0.95)
+    assert s.tpm is not None and s.tpm.rate == pytest.approx(1000 * TOKEN_SAFETY)
     s.failed("rate_limit", 1.0, 0, None)
     assert s.limiter.limit == 16  # budget-bound: slots are not the problem
-    assert s.tpm.rate == pytest.approx(1000 * 0.95 * 0.97)
+    assert s.tpm.rate == pytest.approx(1000 * TOKEN_SAFETY * 0.97)
     s.failed("rate_limit", 1.0, 0, None)  # same episode (cooldown): one signal
-    assert s.tpm.rate == pytest.approx(1000 * 0.95 * 0.97)
+    assert s.tpm.rate == pytest.approx(1000 * TOKEN_SAFETY * 0.97)
+
+
+async def test_the_margin_recovers_after_a_calm_spell() -> None:
+    clock = FakeClock()
+    s = state(clock, start=16)
+    s.succeeded(0, 1, False, {"x-ratelimit-limit-tokens": "60000"})
+    s.failed("rate_limit", 1.0, 0, None)
+    assert s.margin == pytest.approx(0.97)
+    clock.now += RECOVER_AFTER - 0.1
+    s.succeeded(0, 1, False, None)
+    assert s.margin == pytest.approx(0.97)
+    clock.now += 0.2
+    s.succeeded(0, 1, False, None)
+    assert s.margin == 1.0 and s.tpm is not None
+    assert s.tpm.rate == pytest.approx(1000 * TOKEN_SAFETY)
+
+
+async def test_replies_sent_before_the_budget_existed_are_charged_on_return() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    s.succeeded(0, 100, False, {"x-ratelimit-limit-tokens": "60000"})
+    bucket = s.tpm
+    assert bucket is not None
+    before = bucket.tokens
+    s.succeeded(0, 300, False, None)  # reserved nothing: it was sent before the budget
+    assert bucket.tokens == pytest.approx(before - 300)
+
+
+async def test_reservations_calibrate_to_real_prompt_and_reply_sizes() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    assert s.reservation(100, 400) == 500  # nothing learned yet: estimate + max_tokens
+    for _ in range(200):  # prompts cost 80 % of the estimate, replies 50 tokens
+        s.succeeded(
+            0,
+            130,
+            False,
+            None,
+            usage=ModelUsage(input_tokens=80, output_tokens=50, total_tokens=130),
+            guess=100,
+        )
+    assert s.reservation(100, 400) == pytest.approx(130, abs=1)
+    assert s.reservation(100, 20) == 100  # never more reply than max_tokens allows
+    assert s.reservation(100, None) == 80  # no max_tokens: reply not reserved
+
+
+async def test_the_window_counts_replies_at_their_95th_percentile_once_known() -> None:
+    clock = FakeClock()
+    s = state(clock)
+    assert s.most(100, 400) == 500  # nothing known: the whole max_tokens
+    for output in range(1, 101):  # replies of 1..100 tokens
+        s.succeeded(
+            0,
+            100 + output,
+            False,
+            None,
+            usage=ModelUsage(input_tokens=100, output_tokens=output, total_tokens=100 + output),
+            guess=100,
+        )
+    assert s.most(100, 400) == 100 + 95
+    assert s.most(100, 50) == 150  # never above max_tokens

@@ -152,6 +152,7 @@ async def test_tokens_per_minute_budget_end_to_end() -> None:
         await asyncio.gather(*(model.generate(prompt, config=config) for _ in range(20)))
         wall = time.perf_counter() - started
         stats = model.rate_stats()
-    assert stats["tokens"] == 400 and stats["tpm"] == pytest.approx(12000 * 0.95)
+    assert stats["tokens"] == 400 and stats["tpm"] == pytest.approx(12000)
     assert server.rejected <= 1, server.rejected
-    assert 1.5 < wall < 3.2  # 400 tokens at 190/s: 2.1 s
+    # 400 tokens, at most 97 % of 200 per second in any second: about 2 s.
+    assert 1.5 < wall < 3.2

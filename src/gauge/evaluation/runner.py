@@ -27,9 +27,10 @@ from gauge.evaluation.progress import REFRESH_HZ, Counters, ProgressDisplay
 from gauge.evaluation.redact import Redactor
 from gauge.evaluation.results import Aggregator, EvalResult
 from gauge.evaluation.sample import instrument, make_generate, run_sample
-from gauge.evaluation.state import _active_model, _built_helpers
+from gauge.evaluation.state import _active_model, _built_helpers, active_config
 from gauge.evaluation.task import TASK_ATTR, Task, TaskError, load_task
 from gauge.model.config import GenerateConfig
+from gauge.model.lm_eval_args import split_base_url
 from gauge.model.model import Model
 
 DEFAULT_LOG_DIR = "logs"
@@ -142,6 +143,7 @@ async def run_task(
         display.add(f"{task.name} {model.name}", counters)
     undo = instrument(model, counters)
     token = _active_model.set(model)
+    config_token = active_config.set(run_config)
     status, message = "success", None
     started = time.perf_counter()
     try:
@@ -149,7 +151,8 @@ async def run_task(
             task, model, run_config, pairs, counters, aggregator, writer, display, options
         )
     except _TooManyErrors as ex:
-        status, message = "error", str(ex)
+        # Printed by the CLI as is: redact it like a journal line (it quotes a sample error).
+        status, message = "error", redactor.text(str(ex))
     except (asyncio.CancelledError, KeyboardInterrupt):
         status, message = "cancelled", "interrupted"
         raise
@@ -158,6 +161,7 @@ async def run_task(
         raise
     finally:
         _active_model.reset(token)
+        active_config.reset(config_token)
         undo()
         if own_display and display is not None:
             display.close()
@@ -262,25 +266,37 @@ async def _run_pairs(
     options: RunOptions,
 ) -> None:
     stop: list[str] = []
+    running: dict[tuple[Any, int], None] = {}  # in flight, in start order
 
     generate = make_generate(model, config)
 
     async def worker() -> None:
-        for sample, epoch in pairs:
-            if stop:
-                return
+        # Checked before taking the next pair, so a stop leaves it in `pairs` (not_run).
+        while not stop and (pair := next(pairs, None)) is not None:
+            sample, epoch = pair
             counters.in_flight += 1
+            running[(sample.id, epoch)] = None
             try:
                 error = await run_sample(
                     task, model, sample, epoch, generate, counters, aggregator, writer
                 )
             finally:
                 counters.in_flight -= 1
-            if error is not None and counters.errors > options.max_errors and not stop:
+                running.pop((sample.id, epoch), None)
+            if error is None or stop:
+                continue
+            where = f"sample {sample.id!r} epoch {epoch}: {error['type']}: {error['message']}"
+            if any(a.get("stopped") for a in error.get("attempts") or ()):
+                # The model layer stopped the connection key after identical fatal
+                # errors (gauge.model.retry.FatalStop): every other sample would fail alike.
+                stop.append(
+                    f"stopped early after repeated identical fatal errors from {model.name}; "
+                    f"the remaining samples were not run ({where})"
+                )
+            elif counters.errors > options.max_errors:
                 stop.append(
                     f"{counters.errors} sample error(s), more than --max-errors "
-                    f"{options.max_errors} (sample {sample.id!r} epoch {epoch}: "
-                    f"{error['type']}: {error['message']})"
+                    f"{options.max_errors} ({where})"
                 )
 
     width = options.max_connections or config.max_connections or model.api.max_connections()
@@ -294,6 +310,8 @@ async def _run_pairs(
                 task_.result()
             if stop:
                 # Samples still in flight are dropped; they are re-run on resume.
+                not_run = [[i, e] for i, e in running] + [[s.id, e] for s, e in pairs]
+                writer.write({"type": "not_run", "cause": stop[0], "samples": not_run})
                 for task_ in pending:
                     task_.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -360,7 +378,8 @@ async def eval_async(
     run_options = RunOptions(**options)
     if resume is not None and (len(task_list) != 1 or len(models) != 1):
         raise EvalError("--resume continues one journal: give one task and one model")
-    model_args = model_args or {}
+    # `-M base_url=` (lm-eval's spelling) and model_base_url are one setting.
+    model_base_url, model_args = split_base_url(model_base_url, model_args or {})
     redactor = Redactor.from_environ()
     redactor.collect(model_args)
     if model_base_url:

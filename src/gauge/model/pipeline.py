@@ -20,7 +20,7 @@ from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
-from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
+from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe, fatal_stop
 from gauge.model.tools import ToolChoice, ToolInfo
 
 
@@ -99,26 +99,36 @@ def total_deadline(call: Call) -> Call:
 
 
 def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
-    """Retry rate-limit and transient failures, bounded by count and total wait."""
+    """Retry rate-limit and transient failures, bounded by count and total wait;
+    stop a key after `policy.fatal_stop` identical fatal errors (see retry.FatalStop)."""
+    key = api.connection_key()
 
     def wrap(call: Call) -> Call:
         async def stage(request: ModelRequest) -> ModelOutput:
             max_retries = request.config.max_retries
             if max_retries is None:
                 max_retries = policy.max_retries
+            guard = fatal_stop(key)
             waited = 0.0
             while True:
                 started = time.perf_counter()
                 try:
-                    return await call(request)
+                    if guard.error is not None and guard.holds():
+                        raise guard.replay()
+                    output = await call(request)
+                    if guard.count:
+                        guard.succeeded()
+                    return output
                 except Exception as ex:
                     decision = classify(api, ex)
+                    stopped = guard.failed(ex, decision, policy.fatal_stop)
                     observe(decision)
                     attempt = Attempt(
                         len(request.attempts) + 1,
                         describe(ex),
                         decision.kind,
                         time.perf_counter() - started,
+                        stopped=stopped,
                     )
                     request.attempts.append(attempt)
                     retries = len(request.attempts)

@@ -2,6 +2,7 @@
 
     adaptive.py  the concurrency controller (slow start, additive growth, cut on 429)
     buckets.py   token buckets for requests and tokens, reserve then reconcile
+    window.py    a mirror of the provider's token window (tokens sent in the last second)
     headers.py   limits learned from x-ratelimit-* response headers
     keys.py      one KeyState per connection key: the above, a key-wide pause, counters
     stage.py     the pipeline stage that puts them in front of every attempt

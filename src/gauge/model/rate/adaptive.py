@@ -4,7 +4,9 @@ The controller is AIMD with a slow start, as TCP congestion control:
 
 - slow start: while no rate limit has been seen, every successful attempt that
   finished while the key was saturated (callers waiting for a slot) adds
-  `SLOW_START_STEP` slots, so the limit roughly triples every round trip;
+  `SLOW_START_STEP` slot, so the limit doubles every round trip (as TCP's; a
+  faster start overshoots a rate limit by more, and every request of the wave
+  that crosses it comes back 429);
 - after a rate limit, growth is additive: one slot per `limit` saturated
   successes (one per round trip);
 - a rate limit cuts the limit by `DECREASE` (halves it), at most once per
@@ -21,7 +23,7 @@ from __future__ import annotations
 DEFAULT_MAX = 256
 """Upper bound of the adaptive limit unless the provider starts higher."""
 DECREASE = 0.5
-SLOW_START_STEP = 2
+SLOW_START_STEP = 1
 COOLDOWN = 1.0
 
 

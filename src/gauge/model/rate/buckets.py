@@ -68,13 +68,16 @@ class TokenBucket:
         return debt_ahead / self.rate if debt_ahead > EPSILON else 0.0
 
     def hold(self, until: float, now: float) -> None:
-        """Earn nothing until `until` (a key-wide pause): what waits, waits longer.
+        """Save no credit until `until` (a key-wide pause): what waits, waits longer.
 
         Otherwise the credit earned during the pause would go out in one burst when
-        it ends, straight into the provider's fresh window.
+        it ends, straight into the provider's fresh window. Debt is still paid off
+        during the pause: the provider's window forgets what was sent before it, so
+        the pause and the debt must not both be waited out.
         """
         self._refill(now)
-        self.tokens = min(self.tokens, 0.0)
+        earned = max(0.0, until - max(now, self._at)) * self.rate
+        self.tokens = min(self.tokens + earned, 0.0)
         self._at = max(self._at, until)
 
     def adjust(self, amount: float, now: float) -> None:

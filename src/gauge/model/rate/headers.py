@@ -7,8 +7,8 @@ OpenAI and the services that copy it send, on every answer:
     x-ratelimit-reset-requests / x-ratelimit-reset-tokens          time until refilled ("6m0s")
 
 The limits set the key's RPM/TPM buckets (at `SAFETY` / `TOKEN_SAFETY` of the
-stated value, so
-clock skew and the provider's shorter enforcement windows do not produce 429s);
+stated value, so clock skew and the provider's shorter enforcement windows do
+not produce 429s);
 a remaining count of zero pauses the key until its reset.
 """
 
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 SAFETY = 0.97
 """Fraction of a stated request limit we plan to use."""
-TOKEN_SAFETY = 0.95
-"""Fraction of a stated token limit we plan to use: token reservations are
-estimates reconciled after the reply, so the refunds of one window can be spent
-in the next; the wider margin absorbs that."""
+TOKEN_SAFETY = 1.0
+"""Fraction of a stated token limit the token bucket refills at. The bucket
+only paces the average; the margin under the limit is kept by the mirror of the
+provider's window (`rate.window`, `keys.WINDOW_FILL`), which, unlike the bucket,
+cannot be overrun by refunds."""
 
 
 @dataclass(slots=True)

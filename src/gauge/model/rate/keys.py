@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gauge.model.limits import ConnectionLimiter, connection_limiter
+from gauge.model.output import ModelUsage
 from gauge.model.rate.adaptive import AdaptiveConcurrency
 from gauge.model.rate.buckets import TokenBucket
 from gauge.model.rate.headers import SAFETY, TOKEN_SAFETY, read_headers
+from gauge.model.rate.window import Entry, TokenWindow
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
@@ -28,18 +30,30 @@ WINDOW = 60.0
 """Seconds of history behind the tokens-per-minute figure."""
 TOKEN_RECHECK = 0.1
 """Seconds between checks of a token reservation waiting in line."""
-PROBE_EVERY = 5.0
+PROBE_EVERY = 30.0
 """Seconds without a rate limit before an inferred request rate is raised by PROBE_STEP."""
 PROBE_STEP = 1.05
-INFER_CUT = 0.9
 MIN_INFER = 4
 """Requests accepted in the last second needed before a rate is inferred from a 429."""
+REMEASURE_FLOOR = 0.9
+"""A later rate-limit episode starts the inferred rate again from at least this
+fraction of the previous one, while the measure completes."""
 BUDGET_CUT = 0.97
+"""Factor applied to the margin on learned limits on each rate-limit episode."""
 MIN_MARGIN = 0.5
-"""Factor applied to an inferred request rate on each later rate-limit episode."""
+RECOVER_AFTER = 5.0
+"""Seconds without a rate limit after which the margin is raised back by one cut."""
+WINDOW_FILL = 0.97
+"""Share of a token budget's per-second rate that may be sent within any RECENT
+seconds (the slack absorbs send-time jitter and estimation error)."""
+HIGH_AFTER = 20
+"""Replies needed before their 95th percentile replaces max_tokens in the mirror."""
+CALIBRATE = 0.05
+"""Weight of each reply in the moving averages behind token reservations."""
 RECENT = 1.0
-"""Seconds of sends charged to a budget learned from headers (the shortest window
-providers enforce their per-minute limits over)."""
+"""Seconds of sends charged to a budget learned from headers, and the window a
+request rate is measured over (the shortest window providers enforce their
+per-minute limits over)."""
 
 
 class KeyState:
@@ -53,6 +67,8 @@ class KeyState:
         limiter.set_limit(self.controller.limit)
         self.rpm: TokenBucket | None = None
         self.tpm: TokenBucket | None = None
+        self.window: TokenWindow | None = None
+        """Mirror of the provider's token window (with a token budget only)."""
         self.paused_until = 0.0
         self.requests = 0
         self.successes = 0
@@ -69,6 +85,20 @@ class KeyState:
         self.inferred_rpm = False
         """Whether learned_rpm was inferred from 429s (no headers) and is being probed."""
         self._probed_at = 0.0
+        self._calm_since = 0.0
+        """When the last rate-limit episode began (margin recovery counts from it)."""
+        self._sent: deque[float] = deque()
+        """Send times of recent successes (the provider counted them in its window)."""
+        self._mark: float | None = None
+        """Send time of the rate-limited request that started the current measurement."""
+        self._measured = 0
+        self._prompt_ratio = 1.0
+        """Real prompt tokens over the chars/4 estimate (a moving average)."""
+        self._output_mean: float | None = None
+        """Average reply tokens (a moving average)."""
+        self._outputs: deque[int] = deque(maxlen=200)
+        self._output_high: int | None = None
+        """95th percentile of the last replies' tokens (after HIGH_AFTER replies)."""
         self._fixed: int | None = None
         self._user_rpm: float | None = None
         self._user_tpm: float | None = None
@@ -94,6 +124,10 @@ class KeyState:
         tpm = _lowest(self._user_tpm, self.learned_tpm, TOKEN_SAFETY * self.margin)
         self.rpm = _bucket(self.rpm, rpm, now)
         self.tpm = _bucket(self.tpm, tpm, now)
+        if self.tpm is None:
+            self.window = None
+        elif self.window is None:
+            self.window = TokenWindow(RECENT)
 
     # -- before an attempt -----------------------------------------------------------------
 
@@ -102,8 +136,14 @@ class KeyState:
         """Whether an attempt may have to wait before taking a slot."""
         return self.paused_until > 0.0 or self.rpm is not None or self.tpm is not None
 
-    async def admit(self, tokens: int, sleep: Sleep) -> None:
-        """Wait out a key-wide pause and reserve the budgets (no slot is held)."""
+    async def admit(self, tokens: int, sleep: Sleep, most: int | None = None) -> Entry | None:
+        """Wait out a key-wide pause and reserve the budgets (no slot is held).
+
+        With a token budget, also wait for room for `most` tokens (the most the
+        request can cost; default `tokens`) in the mirror of the provider's window
+        (window.py); returns the send's entry there, for the reply to settle.
+        """
+        most = tokens if most is None else most
         await self.wait_pause(sleep)
         now = self.clock()
         rpm = self.rpm
@@ -119,10 +159,22 @@ class KeyState:
                 # Wake up now and then: refunds from replies that used less than
                 # they reserved move this reservation up the line.
                 await sleep(min(left, TOKEN_RECHECK))
+            window = self.window if tpm is not None else None
+            while window is not None and (left := self._window_wait(window, most)) > 0:
+                await sleep(left)
         except BaseException:
             self.refund(tokens, requests=True)
             raise
         await self.wait_pause(sleep)
+        if window is None:
+            return None
+        return window.add(most, self.clock())
+
+    def _window_wait(self, window: TokenWindow, tokens: int) -> float:
+        tpm = self.tpm
+        if tpm is None:
+            return 0.0
+        return window.wait(tokens, tpm.rate * RECENT * WINDOW_FILL, self.clock())
 
     @property
     def paused(self) -> bool:
@@ -159,17 +211,39 @@ class KeyState:
         used: int | None,
         saturated: bool,
         headers: Mapping[str, str] | None,
+        sent_at: float | None = None,
+        usage: ModelUsage | None = None,
+        guess: int = 0,
+        entry: Entry | None = None,
     ) -> None:
-        """Count a successful attempt, reconcile its tokens and maybe grow."""
+        """Count a successful attempt, reconcile its tokens and maybe grow.
+
+        `sent_at` (the clock when the attempt took its slot) feeds the request
+        rate measured after a rate limit without headers; `usage` and `guess`
+        (the plain estimate of the prompt's tokens) calibrate `reservation`.
+        """
         self.requests += 1
         self.successes += 1
-        self._count_tokens(used or 0)
-        if used is not None and used > 0 and self.tpm is not None and reserved:
-            self.tpm.adjust(reserved - used, self.clock())
+        now = self._count_tokens(used or 0)
+        if guess and usage is not None and usage.input_tokens:
+            self._calibrate(guess, usage.input_tokens, usage.output_tokens)
+        if used is not None and used > 0 and self.tpm is not None:
+            # A request sent before the budget existed reserved nothing: charge its
+            # usage now, or the provider's window holds tokens the budget never saw.
+            self.tpm.adjust(reserved - used, now)
+            if entry is not None and self.window is not None:
+                self.window.settle(entry, used, now)
+        if sent_at is not None:
+            self._sent_ok(sent_at, now)
         if headers is not None:
             self.learn(headers)
         if self.inferred_rpm and self.learned_rpm is not None:
-            self._probe()
+            self._probe(now)
+        if self.margin < 1.0 and now - self._calm_since >= RECOVER_AFTER:
+            # The cut was for one episode; without this the budget ratchets down for good.
+            self._calm_since = now
+            self.margin = min(1.0, self.margin / BUDGET_CUT)
+            self._rebudget()
         limit = self.controller.on_success(saturated)
         if limit != self.limiter.limit:
             self.limiter.set_limit(limit)
@@ -180,8 +254,11 @@ class KeyState:
         retry_after: float | None,
         reserved: int,
         headers: Mapping[str, str] | None,
+        sent_at: float | None = None,
+        entry: Entry | None = None,
     ) -> None:
-        """Count a failed attempt; a rate limit cuts concurrency and pauses the key."""
+        """Count a failed attempt; a rate limit cuts concurrency or the budget, and
+        pauses the key."""
         self.requests += 1
         self.failures += 1
         if headers is not None:
@@ -193,55 +270,131 @@ class KeyState:
         # The provider did not process a rejected request: its tokens are not spent.
         if reserved and self.tpm is not None:
             self.tpm.adjust(reserved, now)
-        cut = now >= self.controller.hold_until
-        # With a budget learned from headers (or set by the user) the budget and the
-        # pause handle the limit; cutting concurrency too would only bunch requests
-        # that already hold a reservation behind fewer slots.
-        budgeted = (
-            self.learned_tpm is not None
-            or self._user_tpm is not None
-            or (self.learned_rpm is not None and not self.inferred_rpm)
-            or self._user_rpm is not None
-        )
-        if not budgeted:
+        if entry is not None and self.window is not None:
+            self.window.settle(entry, 0, now)
+        episode = now >= self.controller.hold_until
+        if episode:
+            self._calm_since = now
+        # A budget (set by the user, learned from headers or inferred) paces the key:
+        # cutting concurrency too would only bunch requests that already hold a
+        # reservation behind fewer slots.
+        paced = self.rpm is not None or self.tpm is not None
+        if not paced:
             limit = self.controller.on_rate_limit(now)
             if limit != self.limiter.limit:
                 self.limiter.set_limit(limit)
-        elif cut and self.margin > MIN_MARGIN:
+        elif episode:
             self.controller.hold_until = now + self.controller.cooldown
-            self.margin *= BUDGET_CUT
-            self._rebudget()
-        if cut and (self.inferred_rpm or (self.learned_rpm is None and self.learned_tpm is None)):
-            self._infer_rate(now)
+            if self._from_headers() and self.margin > MIN_MARGIN:
+                self.margin *= BUDGET_CUT
+                self._rebudget()
+        if episode and not self._from_headers():
+            self._infer_rate(now if sent_at is None else sent_at, retry_after or 0.0)
         if retry_after is not None and retry_after > 0:
+            if paced:
+                # The budget already paces below the limit, and the provider's
+                # window frees up as fast as we filled it: hold the key for one
+                # request's worth of budget, not the whole Retry-After (the rejected
+                # request itself still waits its Retry-After in the retry stage).
+                retry_after = min(retry_after, self._one_request(reserved))
             self.pause(retry_after, now)
 
-    def _infer_rate(self, now: float) -> None:
-        """No limit headers: the first time, take what the provider accepted over the
-        last second as the request rate; later, trim it by INFER_CUT. It is probed
-        upward while no rate limit comes back (see `_probe`)."""
-        had = self.rpm is not None, self.tpm is not None
+    def reservation(self, guess: int, max_tokens: int | None) -> int:
+        """Tokens to reserve for a prompt estimated at `guess` tokens.
+
+        Until replies have come back: `guess` plus `max_tokens` (the most the reply
+        may use). Then the prompt estimate is scaled by what prompts really cost,
+        and the reply counted at the average reply so far (at most `max_tokens`).
+        A reservation far above the real cost is not harmless: its refund comes
+        back while the provider's window still holds the request, and the
+        requests it lets go can cross the window.
+        """
+        output = max_tokens or 0
+        if self._output_mean is not None:
+            output = min(output, round(self._output_mean)) if output else 0
+        return round(guess * self._prompt_ratio) + output
+
+    def most(self, guess: int, max_tokens: int | None) -> int:
+        """What a prompt estimated at `guess` tokens may cost, as the window mirror
+        counts it until the reply: the calibrated prompt plus `max_tokens`, or,
+        once enough replies are known, their 95th percentile if lower (a reply
+        above it is rare, and the mirror's slack absorbs it)."""
+        output = max_tokens or 0
+        if self._output_high is not None and output:
+            output = min(output, self._output_high)
+        return round(guess * self._prompt_ratio) + output
+
+    def _calibrate(self, guess: int, prompt: int, output: int) -> None:
+        self._prompt_ratio += CALIBRATE * (prompt / guess - self._prompt_ratio)
+        mean = self._output_mean
+        self._output_mean = output if mean is None else mean + CALIBRATE * (output - mean)
+        outputs = self._outputs
+        outputs.append(output)
+        if len(outputs) >= HIGH_AFTER and len(outputs) % 10 == 0:
+            ranked = sorted(outputs)
+            self._output_high = ranked[int(0.95 * (len(ranked) - 1))]
+
+    def _from_headers(self) -> bool:
+        """Whether the provider told us its limits (x-ratelimit-limit-* headers)."""
+        return self.learned_tpm is not None or (
+            self.learned_rpm is not None and not self.inferred_rpm
+        )
+
+    def _one_request(self, tokens: int) -> float:
+        """Seconds the budgets take to earn one request of `tokens` tokens."""
+        wait = 0.0
+        if self.rpm is not None:
+            wait = 1.0 / self.rpm.rate
+        if self.tpm is not None and tokens:
+            wait = max(wait, tokens / self.tpm.rate)
+        return wait
+
+    def _sent_ok(self, sent_at: float, now: float) -> None:
+        sent = self._sent
+        sent.append(sent_at)
+        while sent and sent[0] < now - 2 * RECENT:
+            sent.popleft()
+        mark = self._mark
+        if mark is not None and mark - RECENT < sent_at <= mark:
+            # A success sent just before the rate limit: the provider counted it in
+            # the window that was full, so the measured rate grows by one.
+            self._measured += 1
+            rpm = self._measured * 60.0 / RECENT
+            if (self.inferred_rpm or self._measured >= MIN_INFER) and rpm > (
+                self.learned_rpm or 0.0
+            ):
+                self._set_inferred(rpm)
+
+    def _infer_rate(self, at: float, pause: float) -> None:
+        """No limit headers: measure the request rate the provider accepted.
+
+        The rate-limited request was sent at `at`, when the provider's window was
+        full: the successes sent within RECENT before it are the limit. Those still
+        in flight count as they come back (`_sent_ok`), so the measure only grows.
+        Each later episode measures again; between episodes the rate is probed
+        upward (see `_probe`). The first time, the new budget starts charged with
+        the full window, unless the pause that follows (`pause`) outlasts it.
+        """
+        self._mark = at
+        self._measured = sum(1 for t in self._sent if at - RECENT < t <= at)
+        self._probed_at = at
+        rpm = max(self._measured, MIN_INFER) * 60.0 / RECENT
         if self.inferred_rpm and self.learned_rpm is not None:
-            self.learned_rpm *= INFER_CUT
-            self._probed_at = now
-            self._rebudget()
-            return
-        accepted = 0
-        for at, _ in reversed(self._window):
-            if now - at > RECENT:
-                break
-            accepted += 1
-        if accepted < MIN_INFER:  # too few to tell a rate from noise
-            return
-        rpm = accepted * 60.0 / RECENT
+            # Replies still on their way raise the measure as they come back; until
+            # then do not fall far below the rate that almost worked.
+            self._set_inferred(max(rpm, self.learned_rpm * REMEASURE_FLOOR))
+        elif self._measured >= MIN_INFER:
+            had = self.rpm is not None
+            self._set_inferred(rpm)
+            if not had and pause < RECENT and self.rpm is not None:
+                self.rpm.drain_to(-self._measured, self.clock())
+
+    def _set_inferred(self, rpm: float) -> None:
         self.learned_rpm = rpm
         self.inferred_rpm = True
-        self._probed_at = now
         self._rebudget()
-        self._charge_recent(had)
 
-    def _probe(self) -> None:
-        now = self.clock()
+    def _probe(self, now: float) -> None:
         if now - self._probed_at >= PROBE_EVERY and self.learned_rpm is not None:
             self._probed_at = now
             self.learned_rpm *= PROBE_STEP
@@ -266,6 +419,7 @@ class KeyState:
         if info.limit_requests and info.limit_requests != self.learned_rpm:
             self.learned_rpm, changed = info.limit_requests, True
             self.inferred_rpm = False
+            self._mark = None
         if info.limit_tokens and info.limit_tokens != self.learned_tpm:
             self.learned_tpm, changed = info.limit_tokens, True
         if changed:
@@ -284,7 +438,9 @@ class KeyState:
         """Charge a budget that was just learned with what the last second already sent.
 
         Without this the first wave, sent before any header arrived, would be
-        spent twice: once by us, and again by the provider's window.
+        spent twice: once by us, and again by the provider's window. Requests in
+        flight count as one request each now; their tokens are charged when their
+        replies come back (they reserved none).
         """
         now = self.clock()
         done, tokens = 0, 0
@@ -293,10 +449,7 @@ class KeyState:
                 break
             done += 1
             tokens += used
-        in_flight = self.limiter.in_flight
-        requests = done + in_flight
-        if done:  # replies still on their way: assume they are like the ones back
-            tokens += in_flight * tokens // done
+        requests = done + self.limiter.in_flight
         if self.rpm is not None and not had[0]:
             self.rpm.drain_to(-requests, now)
         if self.tpm is not None and not had[1]:
@@ -304,7 +457,7 @@ class KeyState:
 
     # -- visibility ------------------------------------------------------------------------
 
-    def _count_tokens(self, used: int) -> None:
+    def _count_tokens(self, used: int) -> float:
         now = self.clock()
         self.tokens += used
         window = self._window
@@ -312,6 +465,7 @@ class KeyState:
         self._window_tokens += used
         while window and now - window[0][0] > WINDOW:
             self._window_tokens -= window.popleft()[1]
+        return now
 
     def tokens_per_minute(self) -> float:
         """Tokens used over the last minute (scaled up while younger than a minute)."""
@@ -325,7 +479,7 @@ class KeyState:
         """JSON-friendly snapshot for the progress display and the eval log."""
         now = self.clock()
         return {
-            "key": _public_key(self.key),
+            "key": public_key(self.key),
             "concurrency": self.limiter.limit,
             "adaptive": not self.controller.fixed,
             "in_flight": self.limiter.in_flight,
@@ -358,7 +512,8 @@ def _bucket(bucket: TokenBucket | None, per_minute: float | None, now: float) ->
     return bucket
 
 
-def _public_key(key: str) -> str:
+def public_key(key: str) -> str:
+    """`key` as shown in stats and errors (no URL credentials)."""
     # connection_key() is provider|base_url|sha256(api key)[:12]|model: already
     # free of secrets, but drop URL credentials should a base URL carry them.
     parts = key.split("|")

@@ -18,6 +18,7 @@ from gauge.model.output import ModelOutput
 from gauge.model.pipeline import Call, ModelRequest, Sleep, Stage, classify
 from gauge.model.rate.keys import Clock, KeyState, estimate_tokens, key_state
 from gauge.model.rate.sink import response_headers
+from gauge.model.rate.window import Entry
 
 
 def rate_control(api: ModelAPI, sleep: Sleep, clock: Clock = time.monotonic) -> Stage:
@@ -31,22 +32,24 @@ def rate_control(api: ModelAPI, sleep: Sleep, clock: Clock = time.monotonic) -> 
             config = request.config
             state.configure(config.max_connections, config.rpm, config.tpm)
             limiter = state.limiter
+            entry: Entry | None = None
             if state.gated:
-                tokens = await _enter(state, request, sleep)
+                tokens, guess, entry = await _enter(state, request, sleep)
             else:  # the common case, kept free of extra awaits
-                tokens = 0
+                tokens = guess = 0
                 await limiter.acquire()
                 if state.gated:  # a pause or budget began while we queued
                     limiter.release()
-                    tokens = await _enter(state, request, sleep)
+                    tokens, guess, entry = await _enter(state, request, sleep)
             sink: list[Mapping[str, str]] = []
             token = response_headers.set(sink)
+            sent_at = clock()
             try:
                 output = await call(request)
             except Exception as ex:
                 response_headers.reset(token)
                 limiter.release()
-                _failed(state, api, ex, tokens, sink)
+                _failed(state, api, ex, tokens, sink, sent_at, entry)
                 raise
             except BaseException:  # cancelled: nothing was learned
                 response_headers.reset(token)
@@ -61,6 +64,10 @@ def rate_control(api: ModelAPI, sleep: Sleep, clock: Clock = time.monotonic) -> 
                 None if usage is None else usage.total_tokens,
                 saturated,
                 sink[-1] if sink else None,
+                sent_at,
+                usage,
+                guess,
+                entry,
             )
             return output
 
@@ -69,19 +76,29 @@ def rate_control(api: ModelAPI, sleep: Sleep, clock: Clock = time.monotonic) -> 
     return wrap
 
 
-async def _enter(state: KeyState, request: ModelRequest, sleep: Sleep) -> int:
-    """Pass the pause and budgets, then take a slot; return the tokens reserved."""
+async def _enter(
+    state: KeyState, request: ModelRequest, sleep: Sleep
+) -> tuple[int, int, Entry | None]:
+    """Pass the pause and budgets, then take a slot.
+
+    Returns the tokens reserved, the plain estimate of the prompt's tokens (which
+    the key's calibration learns from) and the send's entry in the token window.
+    """
     limiter = state.limiter
-    tokens = 0
+    tokens = guess = 0
+    most: int | None = None
+    entry: Entry | None = None
     admitted = False
     waited = -1.0  # the pause deadline already waited out
     while True:
         if state.gated:
             if not admitted:
                 if state.tpm is not None:
-                    texts = [m.text for m in request.input]
-                    tokens = estimate_tokens(texts, request.config.max_tokens)
-                await state.admit(tokens, sleep)
+                    guess = estimate_tokens([m.text for m in request.input], None)
+                    max_tokens = request.config.max_tokens
+                    tokens = state.reservation(guess, max_tokens)
+                    most = state.most(guess, max_tokens)
+                entry = await state.admit(tokens, sleep, most)
                 admitted = True
             else:
                 await state.wait_pause(sleep)
@@ -93,19 +110,25 @@ async def _enter(state: KeyState, request: ModelRequest, sleep: Sleep) -> int:
                 state.refund(tokens, requests=True)
             raise
         if not state.gated:
-            return tokens
+            return tokens, guess, entry
         if admitted and (state.paused_until <= waited or not state.paused):
-            return tokens
+            return tokens, guess, entry
         # A budget was learned or a new pause began while we queued for the slot:
         # give the slot back and go through them first.
         limiter.release()
 
 
 def _failed(
-    state: KeyState, api: ModelAPI, ex: Exception, tokens: int, sink: list[Mapping[str, str]]
+    state: KeyState,
+    api: ModelAPI,
+    ex: Exception,
+    tokens: int,
+    sink: list[Mapping[str, str]],
+    sent_at: float,
+    entry: Entry | None,
 ) -> None:
     decision = classify(api, ex)
     headers = sink[-1] if sink else getattr(ex, "headers", None)
     if not hasattr(headers, "get"):
         headers = None
-    state.failed(decision.kind, decision.retry_after, tokens, headers)
+    state.failed(decision.kind, decision.retry_after, tokens, headers, sent_at, entry)
