@@ -6,12 +6,14 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
 from gauge.testing import OpenAIServer, validate_request
+from gauge.testing.faults import read_log
 
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hello big world"}]}
 
@@ -213,3 +215,172 @@ async def test_process_mode_serves_on_announced_port(http: aiohttp.ClientSession
         if process.stdout is not None:
             process.stdout.close()
     assert exit_code == 0
+
+
+# -- injected faults (gauge.testing.faults) -----------------------------------------------
+
+
+async def test_reset_closes_the_connection_without_an_answer(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with OpenAIServer(reset_rate=1.0) as server:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await post(http, f"{server.url}/chat/completions", CHAT)
+        async with http.get(f"{server.url}/models/x") as response:  # still serving
+            assert response.status == 200
+    assert server.faults.counts == {"reset": 1}
+    assert server.requests[0].fault == "reset"
+
+
+async def test_truncated_stream_stops_before_done_and_breaks_the_body(
+    http: aiohttp.ClientSession,
+) -> None:
+    body = {**CHAT, "stream": True}
+    async with OpenAIServer(truncate_rate=1.0, seed=1) as server:
+        received = b""
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.post(f"{server.url}/chat/completions", data=orjson.dumps(body)) as r:
+                async for chunk in r.content.iter_any():
+                    received += chunk
+    events = [e for e in received.decode().split("\n\n") if e]
+    assert events and all(e.startswith("data: {") for e in events)  # chunks, no [DONE]
+    finishes = [orjson.loads(e[6:])["choices"][0]["finish_reason"] for e in events]
+    assert finishes == [None] * len(events)  # cut before the finish_reason
+    assert server.faults.counts == {"truncate": 1}
+
+
+async def test_truncation_applies_to_streams_only(http: aiohttp.ClientSession) -> None:
+    async with OpenAIServer(truncate_rate=1.0) as server:
+        status, _, raw = await post(http, f"{server.url}/chat/completions", CHAT)
+    assert status == 200 and orjson.loads(raw)["choices"][0]["message"]["content"]
+    assert server.faults.counts == {}
+
+
+async def test_trickle_spaces_chunks_and_body_pieces(http: aiohttp.ClientSession) -> None:
+    loop = asyncio.get_running_loop()
+    body = {**CHAT, "stream": True}
+    async with OpenAIServer(trickle_rate=1.0, trickle_delay=0.1) as server:
+        started = loop.time()
+        async with http.post(f"{server.url}/chat/completions", data=orjson.dumps(body)) as r:
+            text = (await r.read()).decode()
+        streamed = loop.time() - started
+        started = loop.time()
+        status, _, raw = await post(http, f"{server.url}/chat/completions", CHAT)
+        plain = loop.time() - started
+    assert text.rstrip().endswith("data: [DONE]")  # complete, only slow
+    chunks = text.count("data: {")
+    assert chunks == 5  # role, 3 words, finish (no usage: not asked for)
+    assert streamed >= 0.1 * (chunks - 1)
+    assert status == 200 and orjson.loads(raw)["choices"][0]["message"]["content"]
+    assert plain >= 0.3  # four pieces, three gaps
+    assert server.faults.counts == {"trickle": 2}
+
+
+async def test_storm_answers_429_for_its_length_with_or_without_wait_headers(
+    http: aiohttp.ClientSession,
+) -> None:
+    for with_wait in (True, False):
+        async with OpenAIServer(storm_rate=1.0, storm_seconds=5, storm_retry_after=with_wait) as s:
+            first = await post(http, f"{s.url}/chat/completions", CHAT)
+            second = await post(http, f"{s.url}/chat/completions", CHAT)
+        assert first[0] == second[0] == 429
+        headers = second[1]
+        assert ("Retry-After" in headers) is with_wait
+        assert not any(h.lower().startswith("x-ratelimit-reset") for h in headers)
+        if with_wait:
+            assert 4 < float(headers["Retry-After"]) <= 5
+            assert 4000 < int(headers["retry-after-ms"]) <= 5000
+        assert orjson.loads(second[2])["error"]["code"] == "rate_limit_exceeded"
+        assert s.faults.counts == {"storm": 2}
+
+
+async def test_fault_draws_depend_on_the_body_not_the_arrival_order(
+    http: aiohttp.ClientSession,
+) -> None:
+    bodies = [{"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(30)]
+
+    async def outcomes(order: list[int]) -> dict[int, list[int]]:
+        got: dict[int, list[int]] = {}
+        async with OpenAIServer(error_rate=0.5, seed=9) as server:
+            for i in order:
+                for _ in range(2):  # each body twice: the second draw differs from the first
+                    status, _, _ = await post(http, f"{server.url}/chat/completions", bodies[i])
+                    got.setdefault(i, []).append(status)
+        return got
+
+    forward = await outcomes(list(range(30)))
+    backward = await outcomes(list(reversed(range(30))))
+    assert forward == backward
+    statuses = [s for pair in forward.values() for s in pair]
+    assert 200 in statuses and 500 in statuses
+    assert any(pair[0] != pair[1] for pair in forward.values())
+
+
+async def test_request_log_and_stats_name_each_fault(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    log = tmp_path / "requests.jsonl"
+    async with OpenAIServer(error_rate=1.0, request_log=str(log)) as server:
+        await post(http, f"{server.url}/chat/completions", CHAT)
+        server.error_rate = 0.0  # the rates stay settable on the server
+        await post(http, f"{server.url}/chat/completions", {**CHAT, "user": "u1"})
+        server.script(status=503, json={"error": {"message": "busy"}})
+        await post(http, f"{server.url}/chat/completions", CHAT)
+        await post(http, f"{server.url}/chat/completions", {"messages": []})  # no model
+        async with http.get(f"{server.url.removesuffix('/v1')}/stats") as response:
+            stats = await response.json()
+    lines = read_log(log)
+    assert [line["fault"] for line in lines] == ["error", None, "scripted", "invalid"]
+    assert [r.fault for r in server.requests] == ["error", None, "scripted", "invalid"]
+    assert lines[1]["body"]["user"] == "u1" and lines[0]["path"] == "/v1/chat/completions"
+    assert "content-type" in lines[0]["headers"]
+    assert stats == {"requests": 4, "rejected": 0, "faults": {"error": 1}}
+
+
+def test_fault_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"reset_rate must be within 0\.\.1"):
+        OpenAIServer(reset_rate=2)
+    with pytest.raises(ValueError, match="trickle_delay must be >= 0"):
+        OpenAIServer(trickle_delay=-1)
+
+
+def test_process_mode_rejects_a_bad_rate_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gauge.testing.openai_server", "--truncate-rate", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("error: truncate_rate must be within 0..1, got 3.0")
+
+
+async def test_process_mode_injects_faults_and_logs_requests(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.jsonl"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gauge.testing.openai_server",
+            "--reset-rate",
+            "1",
+            "--request-log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = (await asyncio.to_thread(process.stdout.readline)).split()[-1]
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await post(http, f"{url}/chat/completions", CHAT)
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 10)
+        if process.stdout is not None:
+            process.stdout.close()
+    [line] = read_log(log)
+    assert line["fault"] == "reset" and line["body"] == CHAT

@@ -10,6 +10,7 @@ anywhere (a prompt, an error message, a URL) is still caught.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterable
@@ -94,6 +95,9 @@ class Redactor:
         if parts.password:
             self.add(parts.password)
             self.add(unquote(parts.password))
+            # HTTP clients send URL credentials as `Basic base64(user:password)`.
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+            self.add(base64.b64encode(pair.encode()).decode())
 
     def line(self, data: bytes) -> bytes:
         """`data` with every known secret and URL credential replaced."""

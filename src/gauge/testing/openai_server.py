@@ -23,11 +23,16 @@ in proportion, as providers do), charging each request's usage total_tokens
 OpenAI's x-ratelimit-limit-requests (per minute) / -tokens, and the remaining
 count and reset time of the current window.
 
-Faults, drawn per request from a seeded RNG, in this order: requests/s and
-tokens/min limits (429 with Retry-After, retry-after-ms and x-ratelimit-reset-*),
-`error_rate` (500), `hang_rate` (no answer until the client gives up or the
-server stops), `malformed_rate` (a 200 with truncated JSON). Tests can also
-queue exact responses with `script()`.
+Faults, in this order: requests/s and tokens/min limits (429 with
+Retry-After, retry-after-ms and x-ratelimit-reset-*), then the injected ones of
+faults.py, each a seeded rate: 429 storms (`storm_rate`, `storm_seconds`, with
+or without Retry-After), `error_rate` (500), `reset_rate` (connection reset, no
+answer), `hang_rate` (no answer until the client gives up or the server
+stops), `malformed_rate` (a 200 with truncated JSON), `truncate_rate` (a stream
+cut before [DONE]) and `trickle_rate` (chunks `trickle_delay` apart). Injected
+faults are counted in `faults.counts` (and /stats). Tests can also queue exact
+responses with `script()`. `request_log=PATH` (`--request-log`) appends one
+JSON line per request: time, path, headers, body and the fault it got.
 
 With `validate=True`, every request body is checked against the request
 schemas of OpenAI's published OpenAPI document; a body that fails gets a 400
@@ -39,12 +44,8 @@ unchanged); see openai_schema.py. The answers are built in openai_replies.py.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import random
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +55,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gauge.testing import faults as fault
+from gauge.testing.faults import Faults, RequestLog
 from gauge.testing.openai_replies import (
     chat_chunks,
     chat_reply,
@@ -74,6 +77,10 @@ class RecordedRequest:
     headers: dict[str, str]
     """Header names lower-cased."""
     body: Any
+    fault: str | None = None
+    """What the answer was, when not the normal one: an injected fault ("storm",
+    "error", "reset", "hang", "malformed", "truncate", "trickle"), "rate_limit",
+    "scripted" or "invalid" (a 400)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +95,18 @@ class ScriptedResponse:
 
 Responder = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 """(path, request body) -> response body, or None for the default reply."""
+
+
+def _fault_rate(name: str) -> Any:
+    """A server attribute that reads and sets one rate of `self.faults`."""
+
+    def get(self: OpenAIServer) -> float:
+        return float(getattr(self.faults, name))
+
+    def set_(self: OpenAIServer, value: float) -> None:
+        setattr(self.faults, name, value)
+
+    return property(get, set_, doc=f"Fraction of requests given the {name[:-5]} fault.")
 
 
 class OpenAIServer:
@@ -110,14 +129,29 @@ class OpenAIServer:
         record: bool = True,
         reply: str | None = None,
         seed: int = 0,
+        reset_rate: float = 0.0,
+        truncate_rate: float = 0.0,
+        trickle_rate: float = 0.0,
+        trickle_delay: float = 0.05,
+        storm_rate: float = 0.0,
+        storm_seconds: float = 1.0,
+        storm_retry_after: bool = True,
+        request_log: str | None = None,
     ) -> None:
-        for name, rate in (
-            ("error_rate", error_rate),
-            ("hang_rate", hang_rate),
-            ("malformed_rate", malformed_rate),
-        ):
-            if not 0 <= rate <= 1:
-                raise ValueError(f"{name} must be within 0..1, got {rate}")
+        self.faults = Faults(
+            error_rate=error_rate,
+            reset_rate=reset_rate,
+            hang_rate=hang_rate,
+            malformed_rate=malformed_rate,
+            truncate_rate=truncate_rate,
+            trickle_rate=trickle_rate,
+            trickle_delay=trickle_delay,
+            storm_rate=storm_rate,
+            storm_seconds=storm_seconds,
+            storm_retry_after=storm_retry_after,
+            seed=seed,
+        )
+        """Injected faults: rates, settings and counts (see gauge.testing.faults)."""
         self.host = host
         self.port = port
         self.latency = latency
@@ -127,9 +161,6 @@ class OpenAIServer:
         self.rate_headers = rate_headers
         self.rejected = 0
         """Requests answered 429 by the rate limits."""
-        self.error_rate = error_rate
-        self.hang_rate = hang_rate
-        self.malformed_rate = malformed_rate
         self.retry_after = retry_after
         self.validate = validate
         self.record = record
@@ -139,13 +170,22 @@ class OpenAIServer:
         self.validation_errors: list[str] = []
         self.count = 0
         """Requests received (all endpoints, failed ones included)."""
-        self._rng = random.Random(seed)
+        self.request_log = request_log
+        self._log: RequestLog | None = None
         self._script: deque[ScriptedResponse] = deque()
         self._request_times: deque[float] = deque()
         self._token_times: deque[tuple[float, int]] = deque()
         self._window_tokens = 0
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
+
+    error_rate = _fault_rate("error_rate")
+    reset_rate = _fault_rate("reset_rate")
+    hang_rate = _fault_rate("hang_rate")
+    malformed_rate = _fault_rate("malformed_rate")
+    truncate_rate = _fault_rate("truncate_rate")
+    trickle_rate = _fault_rate("trickle_rate")
+    storm_rate = _fault_rate("storm_rate")
 
     @property
     def url(self) -> str:
@@ -177,6 +217,8 @@ class OpenAIServer:
 
     async def start(self, sock: socket.socket | None = None) -> OpenAIServer:
         """Start serving (on a free port when `port` is 0)."""
+        if self.request_log is not None:
+            self._log = RequestLog(self.request_log)
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         if sock is None:
@@ -195,6 +237,9 @@ class OpenAIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     async def __aenter__(self) -> OpenAIServer:
         return await self.start()
@@ -218,7 +263,8 @@ class OpenAIServer:
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         # Not counted as a request: benchmarks read it between runs.
-        return _json({"requests": self.count, "rejected": self.rejected})
+        counts = dict(self.faults.counts)
+        return _json({"requests": self.count, "rejected": self.rejected, "faults": counts})
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
         self.count += 1
@@ -237,11 +283,13 @@ class OpenAIServer:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            self._remember(request, raw)
+            self._note(
+                request, raw.decode(errors="replace"), self._remember(request, raw), "invalid"
+            )
             return _error(400, "We could not parse the JSON body of your request.")
-        if self.record:
-            self._remember(request, body)
+        recorded = self._remember(request, body) if self.record else None
         if self._script:
+            self._note(request, body, recorded, "scripted")
             scripted = self._script.popleft()
             if scripted.raw is not None:
                 return web.Response(
@@ -250,8 +298,10 @@ class OpenAIServer:
             return _json(scripted.json, scripted.status, scripted.headers)
         if self.validate and (problem := validate_request(kind, body)) is not None:
             self.validation_errors.append(f"{kind}: {problem}")
+            self._note(request, body, recorded, "invalid")
             return _error(400, f"Invalid request body: {problem}")
         if not isinstance(body, dict) or not body.get("model"):
+            self._note(request, body, recorded, "invalid")
             return _error(400, "you must provide a model parameter")
         data = None
         if self.tokens_per_minute is not None:
@@ -259,25 +309,56 @@ class OpenAIServer:
             data = self._reply(kind, body, reply)
         limited, rate_headers = self._limited(data)
         if limited is not None:
+            self._note(request, body, recorded, "rate_limit")
             return limited
+        stream = bool(body.get("stream"))
+        injected, rng = None, None
+        if self.faults.active:
+            rng = self.faults.rng(raw)
+            if (left := self.faults.storm_left(rng)) is not None:
+                self._note(request, body, recorded, "storm")
+                return fault.storm_response(left, self.faults.storm_retry_after)
+            injected = self.faults.pick(rng, stream)
+        self._note(request, body, recorded, injected)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        if self.error_rate and self._rng.random() < self.error_rate:
+        if injected == "error":
             return _error(
                 500, "The server had an error while processing your request.", "server_error"
             )
-        if self.hang_rate and self._rng.random() < self.hang_rate:
+        if injected == "reset":
+            return fault.reset(request)
+        if injected == "hang":
             await self._stopping.wait()
             return _error(503, "server stopping")
-        if self.malformed_rate and self._rng.random() < self.malformed_rate:
-            return web.Response(
-                body=b'{"id": "chatcmpl-trunc", "choices": [', content_type="application/json"
-            )
+        if injected == "malformed":
+            return web.Response(body=fault.MALFORMED_BODY, content_type="application/json")
         if data is None:
             data = self._reply(kind, body, reply)
-        if body.get("stream"):
-            return await _sse(request, chunks(data, body), rate_headers)
+        delay = self.faults.trickle_delay if injected == "trickle" else 0.0
+        if stream:
+            parts = chunks(data, body)
+            cut = None
+            if injected == "truncate" and rng is not None:
+                cut = fault.truncation_point(parts, rng)
+            return await fault.sse(request, parts, rate_headers, delay, cut)
+        if delay:
+            return await fault.trickle_json(request, data, delay, rate_headers)
         return _json(data, headers=rate_headers)
+
+    def _note(
+        self,
+        request: web.Request,
+        body: Any,
+        recorded: RecordedRequest | None,
+        injected: str | None,
+    ) -> None:
+        """Record the fault a request got (and log the request, when logging)."""
+        if recorded is not None:
+            recorded.fault = injected
+        if self._log is not None:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            self._log.write(request.path, headers, body, injected)
 
     def _reply(
         self, kind: str, body: dict[str, Any], reply: Callable[..., dict[str, Any]]
@@ -347,18 +428,18 @@ class OpenAIServer:
         message = f"Rate limit reached on {unit}. Please try again in {wait:g}s."
         return _error(429, message, kind, headers, code="rate_limit_exceeded")
 
-    def _remember(self, request: web.Request, body: Any) -> None:
+    def _remember(self, request: web.Request, body: Any) -> RecordedRequest | None:
         if not self.record:
-            return
-        self.requests.append(
-            RecordedRequest(
-                request.method,
-                request.path,
-                dict(request.query),
-                {k.lower(): v for k, v in request.headers.items()},
-                body,
-            )
+            return None
+        recorded = RecordedRequest(
+            request.method,
+            request.path,
+            dict(request.query),
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
         )
+        self.requests.append(recorded)
+        return recorded
 
 
 # -- HTTP helpers ------------------------------------------------------------------------
@@ -381,114 +462,11 @@ def _error(
     return _json({"error": error}, status, headers)
 
 
-async def _sse(
-    request: web.Request, chunks: list[dict[str, Any]], extra: dict[str, str] | None = None
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **(extra or {})}
-    )
-    await response.prepare(request)
-    for chunk in chunks:
-        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
-
-
-# -- process mode ------------------------------------------------------------------------------
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m gauge.testing.openai_server",
-        description="Mock OpenAI-compatible server for tests and benchmarks.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument("--rate-limit", type=float, default=None, help="requests/s before 429")
-    parser.add_argument("--tpm", type=float, default=None, help="tokens/min before 429")
-    parser.add_argument(
-        "--token-window", type=float, default=60.0, help="seconds the tpm limit is enforced over"
-    )
-    parser.add_argument(
-        "--rate-headers", action="store_true", help="send x-ratelimit-* headers on every answer"
-    )
-    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
-    parser.add_argument("--hang-rate", type=float, default=0.0, help="fraction never answered")
-    parser.add_argument("--malformed-rate", type=float, default=0.0, help="fraction with bad JSON")
-    parser.add_argument("--retry-after", type=float, default=1.0, help="seconds sent with 429")
-    parser.add_argument("--reply", default=None, help="fixed reply text (default: echo)")
-    parser.add_argument("--validate", action="store_true", help="validate bodies against the spec")
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing the socket")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Serve until interrupted; prints `listening on <url>` once ready."""
-    args = _parse_args(argv)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(4096)
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
-    children = []
-    for worker in range(1, max(1, args.workers)):
-        pid = os.fork()
-        if pid == 0:
-            _serve(args, sock, worker, announce=None)
-            os._exit(0)
-        children.append(pid)
-    try:
-        _serve(args, sock, 0, announce=f"listening on http://{args.host}:{port}/v1")
-    finally:
-        for pid in children:
-            try:
-                os.kill(pid, 15)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+    """Serve until interrupted (see gauge.testing.server_process)."""
+    from gauge.testing.server_process import main as serve
 
-
-def _serve(
-    args: argparse.Namespace, sock: socket.socket, worker: int, announce: str | None
-) -> None:
-    async def run() -> None:
-        server = OpenAIServer(
-            host=args.host,
-            port=sock.getsockname()[1],
-            latency=args.latency,
-            rate_limit=args.rate_limit,
-            tokens_per_minute=args.tpm,
-            token_window=args.token_window,
-            rate_headers=args.rate_headers,
-            error_rate=args.error_rate,
-            hang_rate=args.hang_rate,
-            malformed_rate=args.malformed_rate,
-            retry_after=args.retry_after,
-            validate=args.validate,
-            record=False,
-            reply=args.reply,
-            seed=args.seed + worker,
-        )
-        await server.start(sock)
-        if announce:
-            print(announce, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await server.stop()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    serve(argv)
 
 
 if __name__ == "__main__":

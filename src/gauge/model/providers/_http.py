@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gauge.errors import ConfigError
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
 from gauge.model.rate.sink import offer
 
@@ -54,6 +55,14 @@ class HttpClient:
     def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
+        if "@" in self.base_url.partition("://")[2].partition("/")[0] and any(
+            k.lower() == "authorization" for k in self.headers
+        ):
+            # Both would be the Authorization header; aiohttp refuses the pair per request.
+            raise ConfigError(
+                "the base URL carries user:password credentials and an API key is set too; "
+                "both become the Authorization header: remove one of them"
+            )
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, aiohttp.ClientSession
         ] = weakref.WeakKeyDictionary()
