@@ -90,3 +90,10 @@ def test_vllm_engine_args_from_settings() -> None:
         "download_dir": "/runpod-volume",
         "max_seq_len_to_capture": 8192,
     }
+
+
+def test_an_empty_flag_is_refused_not_taken_as_a_setting() -> None:
+    # `--api-key ""` would otherwise let `Authorization: Bearer ` through.
+    with pytest.raises(ConfigError, match=r"^--api-key is empty; give a value or leave the flag"):
+        load_settings({"api_key": ""}, {})
+    assert load_settings({}, {"API_KEY": ""}).api_key is None

@@ -5,6 +5,8 @@
     GET  /v1/models             the served model
     GET  /health                engine state and start-up phase timings (no auth)
     GET  /metrics               Prometheus text
+    POST /tokenize, /detokenize the engine's tokenizer, as vLLM's (see gauge.serve.tokenize)
+    GET  /openapi.json          this server's OpenAPI document (no auth)
 
 The engine starts in the background when the app starts, so /health answers
 (503, state "loading") while the weights load; generation routes answer 503
@@ -23,6 +25,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -30,6 +33,7 @@ from starlette.routing import Route
 from gauge.errors import ConfigError, GaugeError, ModelError, one_line
 from gauge.serve import auth, responses, sse
 from gauge.serve.engines.base import Delta, Engine, EngineRequest, EngineResult
+from gauge.serve.fastpath import FastStarlette
 from gauge.serve.metrics import Metrics
 from gauge.serve.schemas import APIError, Parsed, parse_chat, parse_completion
 from gauge.serve.settings import Settings
@@ -71,9 +75,14 @@ class Server:
         """Authenticate, admit, parse and answer one generation request over HTTP."""
         arrived = time.perf_counter()
         try:
-            auth.check(
-                request.url.path, request.headers.get("authorization"), self.settings.api_key
-            )
+            # scope["path"], not request.url.path: building the URL costs ~5 us a request;
+            # and without a key no header lookup (a missing one costs a KeyError inside).
+            if self.settings.api_key is not None:
+                auth.check(
+                    request.scope["path"],
+                    request.headers.get("authorization"),
+                    self.settings.api_key,
+                )
             self._check_ready()
             if self.metrics.running >= self.settings.max_concurrency:
                 raise APIError(
@@ -114,7 +123,12 @@ class Server:
         arrived = time.perf_counter() if arrived is None else arrived
         try:
             if route == CHAT_ROUTE:
-                parsed = parse_chat(body, self.engine.honours, self.engine.name)
+                parsed = parse_chat(
+                    body,
+                    self.engine.honours,
+                    self.engine.name,
+                    response_role=self.settings.openai_response_role,
+                )
             elif route == COMPLETIONS_ROUTE:
                 parsed = parse_completion(body, self.engine.honours, self.engine.name)
             else:
@@ -140,7 +154,7 @@ class Server:
             role = self.settings.openai_response_role
             data = responses.chat_response(self.model, role, results[0])
         else:
-            data = responses.completion_response(self.model, results)
+            data = responses.completion_response(self.model, results, parsed)
         self.metrics.finished(route, 200)
         self.metrics.latency.observe(time.perf_counter() - arrived)
         if not self.settings.disable_log_requests:
@@ -363,15 +377,55 @@ def build_app(engine: Engine, settings: Settings) -> Starlette:
     async def completions(request: Request) -> Response:
         return await server.run(COMPLETIONS_ROUTE, request)
 
-    app = Starlette(
+    async def tokenize(request: Request) -> Response:
+        from gauge.serve import tokenize as tokens
+
+        return await tokens.answer(server, tokens.TOKENIZE_ROUTE, request)
+
+    async def detokenize(request: Request) -> Response:
+        from gauge.serve import tokenize as tokens
+
+        return await tokens.answer(server, tokens.DETOKENIZE_ROUTE, request)
+
+    openapi_cache: list[bytes] = []  # built on first request, once every route is known
+
+    async def openapi_json(request: Request) -> Response:
+        if not openapi_cache:
+            from gauge.serve.openapi import document
+
+            paths = [r.path for r in app.routes if isinstance(r, Route)]
+            secured = settings.api_key is not None
+            doc = document(server.model, engine.name, engine.honours, secured, paths)
+            openapi_cache.append(orjson.dumps(doc))
+        return Response(openapi_cache[0], media_type="application/json")
+
+    async def _http_error(request: Request, ex: Exception) -> Response:
+        # Starlette's own 404/405 are plain text; clients expect OpenAI's error shape.
+        status = ex.status_code if isinstance(ex, HTTPException) else 500
+        headers = dict(ex.headers or {}) if isinstance(ex, HTTPException) else {}
+        where = f"{request.method} {request.url.path}"
+        message = {
+            404: f"no route {where}; GET /openapi.json lists the routes",
+            405: f"{where} is not allowed; use {headers.get('Allow', 'another method')}",
+        }.get(status, f"{where}: {getattr(ex, 'detail', 'error')}")
+        error = APIError(message, status, headers=headers)
+        return _json_response(error.body(), status, error.headers)
+
+    # The generation routes skip Starlette's routing and middleware (see fastpath).
+    app = FastStarlette(
+        {CHAT_ROUTE: chat, COMPLETIONS_ROUTE: completions},
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/models", server.models, methods=["GET"]),
             Route("/health", server.health, methods=["GET"]),
             Route("/metrics", server.metrics_text, methods=["GET"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
+            Route("/detokenize", detokenize, methods=["POST"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.server = server
     return app

@@ -122,6 +122,12 @@ def load_settings(
             raise ConfigError(f"unknown setting {name!r}")
         if value is not None:
             var = _var(name)
+            if isinstance(value, str) and not value.strip():
+                # An empty flag would be a setting nobody meant (an empty API key
+                # would let `Bearer ` through); the environment treats empty as unset.
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} is empty; give a value or leave the flag out"
+                )
             values[name] = (
                 _parse(var, value, SETTING_FIELDS[name].type) if isinstance(value, str) else value
             )
