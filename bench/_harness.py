@@ -33,6 +33,41 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
+def wait_for_health(root: str, timeout: float, interval: float = 0.1) -> None:
+    """Block until GET `root`/health answers 200 (a server that is up and warm)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{root}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
+
+
+@contextmanager
+def tiny_serve_process() -> Iterator[tuple[str, int]]:
+    """`gauge serve` on the bundled gauge-tiny in a subprocess: (root URL, pid), once warm."""
+    import os
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAUGE_")}
+    env.update({"DISABLE_LOG_STATS": "1", "DISABLE_LOG_REQUESTS": "1"})
+    cmd = [sys.executable, "-m", "gauge.cli.main", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(root, timeout=120)
+        yield root, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def start_mock_openai_server(*args: str) -> tuple[subprocess.Popen[str], str]:
     """`python -m gauge.testing.openai_server ARGS` in its own process; (process, base URL)."""
     process = subprocess.Popen(

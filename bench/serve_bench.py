@@ -3,16 +3,23 @@
     .venv/bin/python bench/serve_bench.py [--requests 1600] [--concurrency 32] [--latency 0.01]
 
 Starts `gauge serve --engine mock` in a subprocess on 127.0.0.1 (one per
-scenario) and measures from this process with aiohttp:
+scenario) and measures from this process:
 
-  added latency  (also against a bare aiohttp server with the same sleep: the
-                 floor any HTTP server pays on this machine)
-                 `--concurrency` workers send `--requests` chat requests; each
+  added latency  `--concurrency` workers send `--requests` chat requests; each
                  request's latency is compared with the same number of calls
                  made straight to a MockEngine in this process at the same
                  concurrency (same `--latency`). Reported: p50 and p99 of both,
-                 and the difference (the server's added latency, client HTTP
-                 work included).
+                 the difference (the server's added latency, client HTTP work
+                 included), the server's and the client's CPU per request, and
+                 the same against a bare aiohttp server with the same sleep
+                 (the floor any Python HTTP server pays on this machine).
+                 The client is a light one by default: one keep-alive asyncio
+                 stream per worker sending a pre-built HTTP/1.1 request and
+                 reading Content-Length bytes (~0.035 ms CPU a request, vs
+                 ~0.11 ms for an aiohttp client). On a 2-core machine the
+                 client's CPU queues with the server's, so an aiohttp client
+                 measures itself as much as the server; its figure is printed
+                 too (`--aiohttp-client` to use it for the main figure).
   streaming TTFT streamed chat with 16 tokens, `--latency` before the first and
                  5 ms between tokens: time to the first content chunk vs the
                  whole stream, over 200 requests at concurrency 32.
@@ -33,14 +40,13 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import aiohttp
 import orjson
-from _harness import free_port
+from _harness import free_port, wait_for_health
 
 from gauge.model.messages import ChatMessageUser
 from gauge.serve.engines.base import EngineRequest, SamplingParams
@@ -50,6 +56,19 @@ PROMPT = (
     "one two three four five six seven eight "
     + "nine ten eleven twelve thirteen fourteen fifteen sixteen"
 )
+
+
+PIDS: dict[str, int] = {}
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process `pid` (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # The floor: a bare aiohttp server that sleeps the same latency and sends a fixed body.
@@ -73,6 +92,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 
 @contextmanager
 def server(floor: bool = False, **settings: str) -> Iterator[str]:
+    """The server's base URL; its process id is in PIDS[url] while it runs."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAUGE_")}
     env.update({"DISABLE_LOG_STATS": "1", "DISABLE_LOG_REQUESTS": "1"})
@@ -84,18 +104,11 @@ def server(floor: bool = False, **settings: str) -> Iterator[str]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{root}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_health(root, timeout=30, interval=0.05)
+        PIDS[f"{root}/v1"] = proc.pid
         yield f"{root}/v1"
     finally:
+        PIDS.pop(f"{root}/v1", None)
         proc.terminate()
         proc.wait(timeout=15)
 
@@ -150,6 +163,57 @@ async def over_http(url: str, total: int, workers: int) -> list[float]:
 
         await closed_loop(call, 64, workers)  # warm-up
         return await closed_loop(call, total, workers)
+
+
+async def light_http(url: str, total: int, workers: int) -> list[float]:
+    """Like `over_http`, with one raw keep-alive connection per worker (see module doc)."""
+    address = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = address.rsplit(":", 1)
+    body = orjson.dumps({"model": "gauge-tiny", "messages": [{"role": "user", "content": PROMPT}]})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    connections = [await asyncio.open_connection(host, int(port)) for _ in range(workers)]
+    free = list(connections)
+
+    async def call() -> float:
+        reader, writer = free.pop()
+        began = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        at = head.lower().find(b"\r\ncontent-length:")
+        if at < 0:
+            raise RuntimeError(f"reply without Content-Length: {head!r}")
+        data = await reader.readexactly(int(head[at + 17 : head.index(b"\r\n", at + 2)]))
+        elapsed = time.perf_counter() - began
+        free.append((reader, writer))
+        if head[9:12] != b"200" or orjson.loads(data)["choices"][0]["message"]["content"] != PROMPT:
+            raise RuntimeError(f"unexpected reply {head[:12]!r}: {data[:200]!r}")
+        return elapsed
+
+    try:
+        await closed_loop(call, 64, workers)  # warm-up
+        return await closed_loop(call, total, workers)
+    finally:
+        for _, writer in connections:
+            writer.close()
+
+
+def measured(
+    client: Callable[[str, int, int], Awaitable[list[float]]], url: str, total: int, workers: int
+) -> tuple[list[float], float, float | None]:
+    """(latencies, client CPU ms per request, server CPU ms per request or None)."""
+    pid = PIDS.get(url)
+    before = None if pid is None else process_cpu(pid)
+    cpu = time.process_time()
+    times = asyncio.run(client(url, total, workers))
+    client_ms = (time.process_time() - cpu) / (total + 64) * 1e3
+    after = None if pid is None else process_cpu(pid)
+    server_ms = None
+    if before is not None and after is not None:
+        server_ms = (after - before) / (total + 64) * 1e3
+    return times, client_ms, server_ms
 
 
 async def streaming(url: str, total: int, workers: int) -> tuple[list[float], list[float]]:
@@ -239,6 +303,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.01, help="mock engine latency (s)")
     parser.add_argument("--tiny", action="store_true", help="also stream from gauge-tiny")
+    parser.add_argument(
+        "--aiohttp-client", action="store_true", help="measure added latency with aiohttp"
+    )
     args = parser.parse_args()
     if args.tiny:
         with server(engine="transformers") as url:
@@ -248,23 +315,43 @@ def main() -> None:
             f"whole stream p50 {ms(pct(wholes, 0.5))}"
         )
 
-    local = asyncio.run(in_process(args.latency, args.requests, args.concurrency))
+    main_client, other_client = light_http, over_http
+    if args.aiohttp_client:
+        main_client, other_client = over_http, light_http
+    n, c = args.requests, args.concurrency
+    local = asyncio.run(in_process(args.latency, n, c))
     with server(floor=True, mock_latency=str(args.latency)) as url:
-        bare = asyncio.run(over_http(url, args.requests, args.concurrency))
+        bare, bare_client, bare_server = measured(main_client, url, n, c)
     with server(mock_latency=str(args.latency)) as url:
-        served = asyncio.run(over_http(url, args.requests, args.concurrency))
+        served, client_cpu, server_cpu = measured(main_client, url, n, c)
+        other, other_cpu, _ = measured(other_client, url, n, c)
     print(
-        f"added latency at concurrency {args.concurrency}, {args.requests} requests, "
-        f"mock latency {ms(args.latency)}:"
+        f"added latency at concurrency {c}, {n} requests, mock latency {ms(args.latency)}, "
+        f"{main_client.__name__} client; load average {os.getloadavg()[0]:.2f}:"
     )
     for name, q in (("p50", 0.5), ("p99", 0.99)):
         a, b = pct(local, q), pct(served, q)
-        c = pct(bare, q)
+        f = pct(bare, q)
         print(
             f"  {name}: in-process {ms(a)}  served {ms(b)}  added {ms(b - a)}"
-            f"  (bare aiohttp server floor {ms(c)}, added {ms(c - a)})"
+            f"  (bare aiohttp server floor {ms(f)}, added {ms(f - a)})"
         )
     print(f"  mean: in-process {ms(statistics.mean(local))}  served {ms(statistics.mean(served))}")
+    per = "n/a" if server_cpu is None else f"{server_cpu:.3f} ms"
+    floor_per = "n/a" if bare_server is None else f"{bare_server:.3f} ms"
+    print(
+        f"  CPU per request: gauge serve {per}, bare aiohttp server {floor_per}; "
+        f"client {client_cpu:.3f} ms ({bare_client:.3f} ms against the floor)"
+    )
+    added = pct(served, 0.5) - pct(local, 0.5)
+    print(
+        f"  TARGET added p50 <= 1 ms at concurrency {c}: {ms(added)} -> "
+        f"{'MET' if added <= 0.001 else 'NOT MET'}"
+    )
+    print(
+        f"  with the {other_client.__name__} client instead: added p50 "
+        f"{ms(pct(other, 0.5) - pct(local, 0.5))} (client CPU {other_cpu:.3f} ms per request)"
+    )
 
     with server(mock_latency=str(args.latency), mock_token_latency="0.005") as url:
         firsts, wholes = asyncio.run(streaming(url, 200, 32))

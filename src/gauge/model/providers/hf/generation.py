@@ -40,6 +40,7 @@ from gauge.errors import ConfigError, ModelError
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.providers.hf.loading import Loaded
+from gauge.model.providers.hf.prompts import render, template_turn
 from gauge.model.providers.hf.tokens import TokenBytes
 
 DEFAULT_MAX_TOKENS = 512
@@ -179,21 +180,25 @@ class Generator:
         self, messages: list[ChatMessage], add_generation_prompt: bool = True
     ) -> tuple[str, bool]:
         """(prompt text, whether the tokenizer should add its special tokens)."""
-        tokenizer = self.loaded.tokenizer
-        turns = [_template_turn(m) for m in messages]
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(
-                turns, add_generation_prompt=add_generation_prompt, tokenize=False
-            )
-            return text, False  # the template already holds BOS and friends
-        # A base model without a chat template sees the turns' text, one per paragraph.
-        return "\n\n".join(t["content"] for t in turns), True
+        turns = [template_turn(m) for m in messages]
+        outcome = render(self.loaded.tokenizer, [turns], add_generation_prompt)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def render(
+        self, conversations: list[list[dict[str, str]]], add_generation_prompt: bool = True
+    ) -> list[tuple[str, bool] | Exception]:
+        """`prompt_text` for many conversations in one template call (see `prompts.render`)."""
+        return render(self.loaded.tokenizer, conversations, add_generation_prompt)
 
     def run(self, requests: list[GenRequest]) -> list[GenResult | BaseException]:
         """Generate every request of a batch; a failure is returned in its slot."""
         results: list[GenResult | BaseException] = []
         texts: dict[bool, list[tuple[int, str]]] = {False: [], True: []}
         given: list[tuple[int, list[int]]] = []
+        # Chats by add_generation_prompt, rendered together below.
+        chats: dict[bool, list[tuple[int, list[dict[str, str]]]]] = {True: [], False: []}
         for index, request in enumerate(requests):
             try:
                 if isinstance(request.prompt, list):
@@ -202,13 +207,18 @@ class Generator:
                     # A raw text prompt gets the tokenizer's BOS, as vLLM's completions do.
                     texts[True].append((index, request.prompt))
                 else:
-                    text, special = self.prompt_text(
-                        request.messages, request.add_generation_prompt
-                    )
-                    texts[special].append((index, text))
+                    turns = [template_turn(m) for m in request.messages]
+                    chats[request.add_generation_prompt].append((index, turns))
                 results.append(GenResult(input_tokens=0))
             except Exception as ex:
                 results.append(_as_request_error(ex))
+        for add_prompt, conversations in chats.items():
+            rendered = self.render([turns for _, turns in conversations], add_prompt)
+            for (index, _), outcome in zip(conversations, rendered, strict=True):
+                if isinstance(outcome, Exception):
+                    results[index] = _as_request_error(outcome)
+                else:
+                    texts[outcome[1]].append((index, outcome[0]))
         rows: list[_Row] = []
         for index, ids in given:
             try:
@@ -549,16 +559,6 @@ class RowTracker:
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     found = [i for s in stops if (i := text.find(s)) >= 0]
     return min(found) if found else None
-
-
-def _template_turn(message: ChatMessage) -> dict[str, str]:
-    if isinstance(message.content, list) and any(p.type != "text" for p in message.content):
-        kinds = sorted({p.type for p in message.content if p.type not in ("text", "reasoning")})
-        if kinds:
-            raise ConfigError(
-                f"the hf provider takes text only; remove the {', '.join(kinds)} content"
-            )
-    return {"role": message.role, "content": message.text}
 
 
 def _as_request_error(ex: Exception) -> BaseException:

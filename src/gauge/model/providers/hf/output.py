@@ -27,12 +27,13 @@ TokenBytesFn = Callable[[int], tuple[str, bytes]]
 def build_output(result: GenResult, model: str, token_bytes: TokenBytesFn) -> ModelOutput:
     """The ModelOutput for one request's generated choices and usage."""
     choices = [_choice(choice, model, token_bytes) for choice in result.choices]
+    generated = result.output_tokens  # a sum over choices: once, not twice
     usage = trusted(
         ModelUsage,
         {
             "input_tokens": result.input_tokens,
-            "output_tokens": result.output_tokens,
-            "total_tokens": result.input_tokens + result.output_tokens,
+            "output_tokens": generated,
+            "total_tokens": result.input_tokens + generated,
             "input_tokens_cache_write": None,
             "input_tokens_cache_read": None,
             "reasoning_tokens": None,
