@@ -129,8 +129,6 @@ class Trial:
                 "-T",
                 f"n={self.args.samples}",
                 "-m",
-                # Not openai-api/<service>/<model>: its journal records the model without
-                # the service, so --resume cannot rebuild it (see bench/results/faults.md).
                 "openai/mock-model",
                 "--max-connections",
                 str(self.args.max_connections),
