@@ -284,3 +284,11 @@ def test_engine_start_sets_devices_and_tensor_parallel_size(
     assert started == [
         {"env": "2,3", "model": "org/model", "tensor_parallel_size": 2, "dtype": "bfloat16"}
     ]
+
+
+async def test_in_process_engine_says_how_to_score_loglikelihoods() -> None:
+    from gauge.errors import UnsupportedFeature
+
+    model = make_model(FakeEngine())
+    with pytest.raises(UnsupportedFeature, match=r"in process does not score loglikelihoods; "):
+        await model.loglikelihood([("2+2=", "4")])

@@ -98,6 +98,13 @@ class VLLMAPI(ModelAPI):
         # vLLM schedules its own batches; let it see plenty of requests at once.
         return 256
 
+    def scoring_unsupported(self) -> str:
+        return (
+            f"vllm/{self.model_name} in process does not score loglikelihoods; serve it "
+            "(`vllm serve MODEL`, or `gauge serve --engine vllm`) and use vllm/ with "
+            "VLLM_BASE_URL, which scores through prompt logprobs, or use hf/"
+        )
+
     async def generate(
         self,
         input: list[ChatMessage],
