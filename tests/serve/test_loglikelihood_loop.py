@@ -105,6 +105,14 @@ async def test_served_rolling_loglikelihood_matches_hf(tiny_server: Any) -> None
     for mine, theirs in zip(local, served, strict=False):
         assert abs(mine - theirs) <= TOLERANCE * 10  # sums over ~20 tokens
     assert abs(served[2] - sum(p[0] for p in pieces)) <= TOLERANCE * 100  # ~300 tokens
+    # Without local tokenizer files the ids come from /tokenize and the prefix
+    # token from /tokenizer_info (bos, else eos: lm-eval's remote-tokenizer rule).
+    async with get_model(
+        "openai-api-completions/local/gauge-tiny", base_url=tiny_server.url
+    ) as model:
+        remote = await model.loglikelihood_rolling(texts)
+    for mine, theirs in zip(local, remote, strict=True):
+        assert abs(mine - theirs) <= TOLERANCE * 10
 
 
 async def test_served_chat_prompt_logprobs_score_as_hf_in_process(tiny_server: Any) -> None:

@@ -161,3 +161,36 @@ def test_parsers_fill_vllms_defaults() -> None:
     )
     assert not cont.add_generation_prompt and cont.continue_final_message
     assert parse_detokenize({"model": "m", "tokens": [3, 4]}) == ("m", [3, 4])
+
+
+def get(root: str, path: str, key: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(f"{root}{path}")
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, orjson.loads(reply.read())
+    except urllib.error.HTTPError as ex:
+        return ex.code, orjson.loads(ex.read())
+
+
+def test_tokenizer_info_names_the_special_tokens_like_vllm(tiny_server: Any) -> None:
+    # lm-eval's remote tokenizer and gauge's ServerTokenizer read bos/eos from here.
+    status, info = get(tiny_server.root, "/tokenizer_info")
+    tok = tokenizer()
+    assert status == 200
+    assert info["tokenizer_class"] == type(tok).__name__
+    assert info["eos_token"] == tok.eos_token and info["bos_token"] == tok.bos_token
+    assert info["chat_template"] == tok.chat_template
+    assert info["model_max_length"] == 512
+    _, ids = post(
+        tiny_server.root, "/tokenize", {"prompt": info["eos_token"], "add_special_tokens": False}
+    )
+    assert ids["tokens"] == [tok.eos_token_id]
+
+
+def test_tokenizer_info_needs_the_key(serve: Any) -> None:
+    server = serve(MockEngine("mock-model"), api_key="sekret")
+    assert get(server.root, "/tokenizer_info")[0] == 401
+    status, info = get(server.root, "/tokenizer_info", key="sekret")
+    assert status == 200 and info["tokenizer_class"] == "MockWordTokenizer"

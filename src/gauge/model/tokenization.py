@@ -432,7 +432,38 @@ class ServerTokenizer:
         # The ids a server adds to an empty prompt: its bos, when it adds one.
         tokens = _token_list(probe)
         self._prefix = tokens[0] if len(tokens) == 1 else None
+        if self._prefix is None:
+            self._prefix = await self._info_prefix()
         return True
+
+    async def _info_prefix(self) -> int | None:
+        """bos, else eos, named by vLLM's GET /tokenizer_info (lm-eval's remote tokenizer rule).
+
+        Many tokenizers add no bos to a prompt (Qwen has none; gauge-tiny's is not
+        added), yet lm-eval starts an empty context or a perplexity window from
+        bos-else-eos; a server without the endpoint leaves the prefix unknown.
+        """
+        from gauge.model.providers._http import HTTPStatusError
+
+        try:
+            info, _ = await self._client.get_json(f"{self.root}/tokenizer_info")
+        except HTTPStatusError as ex:
+            if 400 <= ex.status < 500:
+                return None
+            raise
+        if not isinstance(info, dict):
+            return None
+        for key in ("bos_token", "eos_token"):
+            text = info.get(key)
+            if isinstance(text, dict):  # a serialised AddedToken
+                text = text.get("content")
+            if isinstance(text, str) and text:
+                ids = _token_list(
+                    await self._post("tokenize", {"prompt": text, "add_special_tokens": False})
+                )
+                if len(ids) == 1:
+                    return ids[0]
+        return None
 
     async def warm(self, texts: Iterable[str]) -> None:
         """Tokenize every text not seen yet, concurrently, so `encode` can answer."""

@@ -387,6 +387,11 @@ def build_app(engine: Engine, settings: Settings) -> Starlette:
 
         return await tokens.answer(server, tokens.DETOKENIZE_ROUTE, request)
 
+    async def tokenizer_info(request: Request) -> Response:
+        from gauge.serve import tokenize as tokens
+
+        return await tokens.answer(server, tokens.TOKENIZER_INFO_ROUTE, request)
+
     openapi_cache: list[bytes] = []  # built on first request, once every route is known
 
     async def openapi_json(request: Request) -> Response:
@@ -422,6 +427,7 @@ def build_app(engine: Engine, settings: Settings) -> Starlette:
             Route("/metrics", server.metrics_text, methods=["GET"]),
             Route("/tokenize", tokenize, methods=["POST"]),
             Route("/detokenize", detokenize, methods=["POST"]),
+            Route("/tokenizer_info", tokenizer_info, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -114,6 +114,13 @@ def document(
         paths["/tokenize"] = {"post": _tokenizer_op("tokenize", "Tokenize")}
         schemas["TokenizeRequest"] = _tokenize_request(model)
         schemas["TokenizeResponse"] = _TOKENIZE_RESPONSE
+    if "/tokenizer_info" in routes:
+        paths["/tokenizer_info"] = {"get": _TOKENIZER_INFO_OP}
+        schemas["TokenizerInfoResponse"] = {
+            "type": "object",
+            "properties": {"tokenizer_class": {"type": "string"}},
+            "required": ["tokenizer_class"],
+        }
     if "/detokenize" in routes:
         paths["/detokenize"] = {"post": _tokenizer_op("detokenize", "Detokenize")}
         schemas["DetokenizeRequest"] = _detokenize_request(model)
@@ -536,6 +543,12 @@ _TOKENIZE_RESPONSE: dict[str, Any] = {
         "token_strs": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["count", "max_model_len", "tokens"],
+}
+_TOKENIZER_INFO_OP: dict[str, Any] = {
+    "operationId": "tokenizer_info",
+    "summary": "The tokenizer's configuration (class, special tokens, chat template), as vLLM's.",
+    "responses": {"200": _json_ref("TokenizerInfoResponse", "The tokenizer's configuration.")}
+    | _errors("401", "503"),
 }
 _DETOKENIZE_RESPONSE: dict[str, Any] = {
     "type": "object",

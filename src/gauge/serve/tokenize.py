@@ -7,6 +7,8 @@
                       -> {"count": n, "max_model_len": m, "tokens": [...],
                           "token_strs"?: [...]}
     POST /detokenize  {"model"?, "tokens": [...]} -> {"prompt": "..."}
+    GET /tokenizer_info  -> {"tokenizer_class", "bos_token"?, "eos_token"?, "pad_token"?,
+                             "chat_template"?, "model_max_length"?, ...}
 
 Messages are templated exactly as a chat request with the same fields would be
 (by default a chat template holds its own special tokens, as in vLLM), so a
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 TOKENIZE_ROUTE = "/tokenize"
 DETOKENIZE_ROUTE = "/detokenize"
+TOKENIZER_INFO_ROUTE = "/tokenizer_info"
 
 _TOKENIZE_TEXT = frozenset({"model", "prompt", "add_special_tokens", "return_token_strs"})
 _TOKENIZE_CHAT = frozenset(
@@ -95,7 +98,8 @@ async def answer(server: Server, route: str, request: Request) -> Response:
     try:
         auth.check(route, request.headers.get("authorization"), server.settings.api_key)
         server._check_ready()
-        body = _loads(await request.body())
+        # GET /tokenizer_info has no body (lm-eval reads bos/eos from it).
+        body = None if route == TOKENIZER_INFO_ROUTE else _loads(await request.body())
         try:
             data = await _run(server, route, body)
         except (ConfigError, ModelError) as ex:
@@ -109,6 +113,8 @@ async def answer(server: Server, route: str, request: Request) -> Response:
 
 async def _run(server: Server, route: str, body: Any) -> dict[str, Any]:
     engine = server.engine
+    if route == TOKENIZER_INFO_ROUTE:
+        return await engine.tokenizer_info()
     if route == TOKENIZE_ROUTE:
         model, tokenize, strs = parse_tokenize(body)
         _check_model(server, model)

@@ -17,7 +17,7 @@ import abc
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gauge.errors import ConfigError
 from gauge.model.messages import ChatMessage
@@ -216,6 +216,12 @@ class Engine(abc.ABC):
         """Each token's own text (for `return_token_strs`)."""
         raise ConfigError(f"the {self.name} engine has no tokenizer; /tokenize is unavailable")
 
+    async def tokenizer_info(self) -> dict[str, Any]:
+        """The tokenizer's configuration, as vLLM's GET /tokenizer_info gives it."""
+        raise ConfigError(
+            f"the {self.name} engine has no tokenizer; /tokenizer_info is unavailable"
+        )
+
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta | EngineResult]:
         """Deltas as they are produced, then the final EngineResult (for usage).
 
@@ -230,3 +236,20 @@ class Engine(abc.ABC):
     async def close(self) -> None:
         """Release the model."""
         self.state = "stopped"
+
+
+def hf_tokenizer_info(tokenizer: Any, max_model_len: int | None) -> dict[str, Any]:
+    """vLLM's /tokenizer_info for a Hugging Face tokenizer: its class, special tokens,
+    whether it adds bos/eos, its chat template and the served context length."""
+    info: dict[str, Any] = {"tokenizer_class": type(tokenizer).__name__}
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token", "chat_template"):
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, str):
+            info[key] = value
+    for key in ("add_bos_token", "add_eos_token"):
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, bool):
+            info[key] = value
+    if max_model_len is not None:
+        info["model_max_length"] = max_model_len
+    return info

@@ -8,6 +8,8 @@
                    token's logprob, rank and top alternatives, from one call to
                    the hf provider's `scoring.prompt_logprobs` (no second copy
                    of the forward pass lives here)
+    tail_logprobs  the logprob of a generated final EOS / stop token id, which
+                   the provider's generation leaves out of its logprobs
 
 Every function here is blocking tokenizer or torch work: call it on the
 engine's worker thread, never on the event loop.
@@ -144,6 +146,19 @@ def to_prompt_logprobs(
             )
         )
     return out
+
+
+def tail_logprobs(
+    generator: Generator, ids: list[int], count: int, k: int
+) -> list[tuple[int, float, list[tuple[int, float]]]]:
+    """(token id, logprob, top k (id, logprob)) of the last `count` tokens of `ids`.
+
+    The hf provider reports no logprob for a final EOS or stop token id (it is not
+    part of the text), but vLLM and OpenAI list it; lm-eval's echo scoring with
+    `max_tokens: 1` drops the last logprob entry on that assumption.
+    """
+    rows = scoring.prompt_logprobs(generator.loaded, [ids], k)[0][-count:]
+    return [(s.token_id, s.logprob, list(s.top[:k])) for s in rows]
 
 
 def token_texts(generator: Generator, ids: list[int]) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gauge.serve.engines.base import (
     BASIC_FIELDS,
@@ -116,6 +116,10 @@ class MockEngine(Engine):
 
     async def token_texts(self, ids: list[int]) -> list[str]:
         return [self.words.get(t, str(t)) for t in ids]
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        # One id per whitespace-separated word; no special tokens.
+        return {"tokenizer_class": "MockWordTokenizer", "model_max_length": self.max_model_len}
 
     def _id(self, word: str) -> int:
         if word.isascii() and word.isdigit() and int(word) < FIRST_WORD_ID:

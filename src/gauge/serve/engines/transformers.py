@@ -36,7 +36,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gauge.errors import ConfigError
 from gauge.model.providers.hf import DEFAULT_BATCH, LocalEngine, loading
@@ -58,6 +58,7 @@ from gauge.serve.engines.base import (
     SamplingParams,
     TokenInfo,
     TokenizeRequest,
+    hf_tokenizer_info,
 )
 from gauge.serve.engines.hf_scoring import Job, Scored
 
@@ -204,12 +205,55 @@ class TransformersEngine(Engine):
         finally:
             started = self.local.started.pop(id(gen), submitted)
         choices = [_choice(c, generator, prefix) for c in result.choices]
+        await self._final_logprobs(request, result.choices, choices, scored)
         return EngineResult(
             result.input_tokens,
             choices,
             max(0.0, started - submitted),
             prompt_logprobs=scored.logprobs if scored is not None else None,
         )
+
+    async def _final_logprobs(
+        self,
+        request: EngineRequest,
+        generated: list[GenChoice],
+        choices: list[Choice],
+        scored: Scored | None,
+    ) -> None:
+        """Completions: add the logprob of a choice's final EOS / stop token id.
+
+        The provider's logprobs cover the text's tokens only, but legacy
+        completions list every generated token (OpenAI's `<|endoftext|>`, vLLM),
+        and lm-eval's echo scoring (`max_tokens: 1`, then
+        `token_logprobs[ctxlen:-1]`) drops the last entry as the generated one:
+        without it, the continuation's last token was cut off whenever the model
+        chose EOS. One extra forward pass, only for such choices. Chat logprobs
+        stay the provider's (the text's tokens, as OpenAI's chat API lists them).
+        """
+        if request.prompt is None:
+            return
+        missing = [
+            i
+            for i, c in enumerate(generated)
+            if c.logprobs is not None and len(c.logprobs) < len(c.token_ids)
+        ]
+        if not missing:
+            return
+        generator = self._generator()
+        ids = scored.ids if scored is not None else (await self._prompt(Job(request))).ids
+        k = request.sampling.logprobs or 0
+        for i in missing:
+            gen, logprobs = generated[i], choices[i].logprobs
+            assert gen.logprobs is not None and logprobs is not None
+            work = functools.partial(
+                hf_scoring.tail_logprobs,
+                generator,
+                ids + gen.token_ids,
+                len(gen.token_ids) - len(gen.logprobs),
+                k,
+            )
+            for token_id, value, top in await self.local.engine.run_in_worker(work):
+                logprobs.append(_token_info(generator, token_id, value, top))
 
     async def tokenize(self, request: TokenizeRequest) -> list[int]:
         return (await self._prompt(Job(request))).ids
@@ -225,6 +269,9 @@ class TransformersEngine(Engine):
         return await self.local.engine.run_in_worker(
             functools.partial(hf_scoring.token_texts, generator, ids)
         )
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return hf_tokenizer_info(self._generator().loaded.tokenizer, self.max_model_len)
 
     def _generator(self) -> Generator:
         generator = self.local.generator
@@ -409,16 +456,22 @@ class _StreamTexts:
 def _choice(choice: GenChoice, generator: Generator, prefix: str) -> Choice:
     logprobs = None
     if choice.logprobs is not None:
-        logprobs = []
-        for lp in choice.logprobs:
-            token, data = generator.token_bytes(lp.token_id)
-            top = []
-            for token_id, value in lp.top:
-                alt, alt_data = generator.token_bytes(token_id)
-                top.append((alt, value, list(alt_data)))
-            logprobs.append(TokenInfo(token, lp.logprob, list(data), top))
+        logprobs = [
+            _token_info(generator, lp.token_id, lp.logprob, lp.top) for lp in choice.logprobs
+        ]
     reason = "length" if choice.stop_reason in ("max_tokens", "model_length") else "stop"
     return Choice(prefix + choice.text, reason, len(choice.token_ids), logprobs)
+
+
+def _token_info(
+    generator: Generator, token_id: int, logprob: float, top: list[tuple[int, float]]
+) -> TokenInfo:
+    token, data = generator.token_bytes(token_id)
+    alternatives = []
+    for alt_id, value in top:
+        alt, alt_data = generator.token_bytes(alt_id)
+        alternatives.append((alt, value, list(alt_data)))
+    return TokenInfo(token, logprob, list(data), alternatives)
 
 
 def _needs_own_prompt(request: EngineRequest) -> bool:

@@ -39,6 +39,7 @@ from gauge.serve.engines.base import (
     SamplingParams,
     TokenInfo,
     TokenizeRequest,
+    hf_tokenizer_info,
 )
 
 if TYPE_CHECKING:
@@ -333,6 +334,9 @@ class VLLMEngine(Engine):
 
     async def detokenize(self, ids: list[int]) -> str:
         return str(await asyncio.to_thread(self._tokenizer.decode, ids))
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return hf_tokenizer_info(self._tokenizer, self.max_model_len)
 
     async def token_texts(self, ids: list[int]) -> list[str]:
         return [self._tokenizer.decode([t]) for t in ids]

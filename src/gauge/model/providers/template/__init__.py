@@ -23,6 +23,7 @@ import asyncio
 import copy
 import functools
 import hashlib
+import inspect
 import math
 from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar, Literal
@@ -367,8 +368,11 @@ class TemplateAPI(ModelAPI):
         pairs: list[tuple[str, str]],
         config: GenerateConfig,
     ) -> list[Loglikelihood]:
+        # `pairs` is gauge's addition: an lm-eval subclass whose payload method takes
+        # exactly lm-eval's keywords (no **kwargs) gets exactly those.
+        extra = {"pairs": pairs} if _takes_pairs(type(self)) else {}
         payload = self.create_payload(
-            inputs, generate=False, gen_kwargs=None, seed=config.seed, pairs=pairs
+            inputs, generate=False, gen_kwargs=None, seed=config.seed, **extra
         )
         outputs = await self._post(self.loglikelihood_path, payload, config)
         tokens = inputs if ctxlens is not None else None
@@ -432,6 +436,17 @@ def _defines(cls: type, name: str) -> bool:
         if name in klass.__dict__:
             return True
     return False
+
+
+@functools.cache
+def _takes_pairs(cls: type[TemplateAPI]) -> bool:
+    """Whether the class's payload method accepts `pairs=` (by name or **kwargs)."""
+    method = cls.create_payload if _defines(cls, "create_payload") else cls._create_payload
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass it, as before
+        return True
+    return any(p.name == "pairs" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _positive(value: Any, name: str) -> int:
