@@ -379,3 +379,29 @@ async def test_tasks_given_as_task_function_or_file(tmp_path: Path) -> None:
     assert [r.task for r in results] == ["tiny", "filed"]
     with pytest.raises(TaskError, match="is not a task"):
         await eval_async([42], "mock/echo", log_dir=tmp_path, display=False)  # type: ignore[list-item]
+
+
+async def test_package_versions_are_read_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from gauge.evaluation import runner
+
+    looked_up: list[str] = []
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        looked_up.append(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    runner._installed_versions.cache_clear()
+    tasks = [Task(numbers(2), solver=[generate()], scorer=includes(), name=n) for n in "ab"]
+    results = await eval_async(tasks, get_model("mock/m"), log_dir=str(tmp_path), display=False)
+    runner._installed_versions.cache_clear()
+    headers = [lines(r.journal)[0] for r in results]
+    assert [h["task"]["name"] for h in headers] == ["a", "b"]
+    assert headers[0]["versions"] == headers[1]["versions"]
+    assert headers[0]["versions"]["pydantic"] == real("pydantic")
+    assert looked_up == ["gauge", "pydantic", "aiohttp", "orjson", "rich", "openai"]

@@ -384,3 +384,52 @@ async def test_process_mode_injects_faults_and_logs_requests(
             process.stdout.close()
     [line] = read_log(log)
     assert line["fault"] == "reset" and line["body"] == CHAT
+
+
+def test_process_mode_runs_on_uvloop_when_installed() -> None:
+    pytest.importorskip("uvloop")
+    code = (
+        "import asyncio\n"
+        "from gauge.testing.openai_server import use_fast_loop\n"
+        "print(use_fast_loop(), type(asyncio.new_event_loop()).__module__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.split() == ["True", "uvloop"]
+
+
+async def test_process_mode_keeps_latency_and_rate_limit(http: aiohttp.ClientSession) -> None:
+    # The process mode's loop (uvloop when installed) emulates the same server.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gauge.testing.openai_server",
+            "--latency",
+            "0.3",
+            "--rate-limit",
+            "1",
+            "--retry-after",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = (await asyncio.to_thread(process.stdout.readline)).split()[-1]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, _, raw = await post(http, f"{url}/chat/completions", CHAT)
+        assert status == 200 and loop.time() - started >= 0.3
+        assert orjson.loads(raw)["choices"][0]["message"]["content"] == "hello big world"
+        status, headers, raw = await post(http, f"{url}/chat/completions", CHAT)
+        assert status == 429 and headers["Retry-After"] == "2"
+        assert orjson.loads(raw)["error"]["code"] == "rate_limit_exceeded"
+    finally:
+        process.terminate()
+        exit_code = await asyncio.to_thread(process.wait, 10)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert exit_code == 0

