@@ -9,7 +9,8 @@ import pytest
 from gauge.model.output import ModelUsage
 from gauge.model.rate import key_stats
 from gauge.model.rate.headers import TOKEN_SAFETY
-from gauge.model.rate.keys import PROBE_EVERY, PROBE_STEP, RECOVER_AFTER, KeyState, key_state
+from gauge.model.rate.inference import PROBE_EVERY
+from gauge.model.rate.keys import BURST_HITS, RECOVER_AFTER, KeyState, key_state
 
 
 class FakeClock:
@@ -162,10 +163,6 @@ async def test_without_headers_the_rate_is_measured_from_what_was_accepted() -> 
         s.succeeded(0, 1, False, None, sent_at=clock.now - 0.01)
     s.succeeded(0, 1, False, None, sent_at=clock.now + 0.5)
     assert s.learned_rpm == 40 * 60 and s.rpm.rate == pytest.approx(40 * 0.97)
-    # Probed upward after PROBE_EVERY without a rate limit.
-    clock.now += PROBE_EVERY
-    s.succeeded(0, 1, False, None)
-    assert s.learned_rpm == pytest.approx(40 * 60 * PROBE_STEP)
 
 
 async def test_a_later_episode_measures_again_from_a_floor() -> None:
@@ -176,7 +173,9 @@ async def test_a_later_episode_measures_again_from_a_floor() -> None:
         s.succeeded(0, 1, False, None, sent_at=clock.now)
     s.failed("rate_limit", 1.0, 0, None, sent_at=clock.now)
     assert s.learned_rpm == 50 * 60
-    clock.now += 5.0  # 20 accepted in the last second, the rest still in flight
+    clock.now += 5.0  # 20 accepted in the last second, 30 still in flight
+    for _ in range(30):
+        await s.limiter.acquire()
     for _ in range(20):
         clock.now += 0.02
         s.succeeded(0, 1, False, None, sent_at=clock.now)
@@ -275,3 +274,135 @@ async def test_the_window_counts_replies_at_their_95th_percentile_once_known() -
         )
     assert s.most(100, 400) == 100 + 95
     assert s.most(100, 50) == 150  # never above max_tokens
+
+
+class WindowedProvider:
+    """A provider that accepts `limit` requests per sliding second (None: any number),
+    answering at once, and rejects everything during `storms` ((start, end) times)."""
+
+    def __init__(
+        self, clock: FakeClock, limit: int | None, storms: tuple[tuple[float, float], ...] = ()
+    ) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.storms = storms
+        self.accepted: list[float] = []
+        self.rejected = 0
+
+    async def send(self, s: KeyState, retry_after: float | None = None) -> None:
+        await s.admit(0, self.clock.sleep)
+        now = self.clock.now
+        recent = sum(1 for t in self.accepted[-(self.limit or 0) - 1 :] if t > now - 1.0)
+        storm = any(a <= now < b for a, b in self.storms)
+        if storm or (self.limit is not None and recent >= self.limit):
+            self.rejected += 1
+            s.failed("rate_limit", retry_after, 0, None, sent_at=now)
+        else:
+            self.accepted.append(now)
+            s.succeeded(0, 1, False, None, sent_at=now)
+
+    def rate(self, since: float) -> float:
+        """Accepted requests per second from `since` to now."""
+        return sum(1 for t in self.accepted if t >= since) / (self.clock.now - since)
+
+
+def young_estimate(clock: FakeClock, s: KeyState) -> None:
+    """A 429 storm 0.5 s into a run: only 10 requests were sent so far."""
+    for _ in range(10):
+        clock.now += 0.05
+        s.succeeded(0, 1, False, None, sent_at=clock.now)
+    s.failed("rate_limit", 0.5, 0, None, sent_at=clock.now)
+    assert s.learned_rpm == 10 * 60  # the measure: far below what the provider takes
+
+
+async def test_an_under_estimate_recovers_within_a_bounded_number_of_probes() -> None:
+    clock = FakeClock()
+    s = state(clock, start=64)
+    young_estimate(clock, s)
+    provider = WindowedProvider(clock, None)  # the storm is over: no limit at all
+    start = clock.now
+    budgets = [s.learned_rpm]
+    while clock.now < start + 5.0:
+        await provider.send(s)
+        if s.learned_rpm != budgets[-1]:
+            budgets.append(s.learned_rpm)
+    # One window (plus the pause) to settle, then a raise every FAST_PROBE_EVERY
+    # by doubling steps: x48 in seven raises, within 5 s of the storm.
+    assert [round(b / budgets[0], 2) for b in budgets] == [
+        1,
+        1.2,
+        1.68,
+        3.02,
+        6.05,
+        12.1,
+        24.19,
+        48.38,
+    ]
+    assert provider.rejected == 0
+    assert provider.rate(clock.now - 1.0) > 100  # was held at 10/s without the probe
+
+
+async def test_a_probe_that_overshoots_finds_the_real_limit_again() -> None:
+    clock = FakeClock()
+    s = state(clock, start=64)
+    for _ in range(20):  # the first wave: 20 accepted in 0.4 s, then the limit
+        clock.now += 0.02
+        s.succeeded(0, 1, False, None, sent_at=clock.now)
+    s.failed("rate_limit", 1.0, 0, None, sent_at=clock.now)
+    assert s.learned_rpm == 20 * 60
+    provider = WindowedProvider(clock, 20)
+    provider.accepted = [clock.now - 0.01] * 20
+    start = clock.now
+    while clock.now < start + 25.0:
+        await provider.send(s, retry_after=1.0)
+    # One probe crossed the limit; its 429 measured the limit where it was, which
+    # confirms it: the next probe comes only PROBE_EVERY later.
+    assert provider.rejected == 1
+    assert s.learned_rpm == pytest.approx(20 * 60, rel=0.05)
+    assert provider.rate(start + 5.0) == pytest.approx(20 * 0.97, rel=0.03)
+    clock.now += PROBE_EVERY
+    while clock.now < start + 25.0 + PROBE_EVERY + 5.0:
+        await provider.send(s, retry_after=1.0)
+    assert 2 <= provider.rejected <= 3  # one slow probe step, found again
+    assert s.learned_rpm == pytest.approx(20 * 60, rel=0.05)
+
+
+async def test_a_storm_while_the_key_sends_below_its_budget_is_a_pause() -> None:
+    clock = FakeClock()
+    s = state(clock, start=64)
+    young_estimate(clock, s)
+    s.learned_rpm = 100 * 60  # as if probed up to 100/s; the key sends 10/s
+    s._rebudget()
+    for _ in range(10):
+        clock.now += 0.1
+        s.succeeded(0, 1, False, None, sent_at=clock.now)
+    clock.now += 2.0
+    s.failed("rate_limit", 0.5, 0, None, sent_at=clock.now)
+    assert s.learned_rpm == 100 * 60  # the budget stays: a brief overload
+    assert s.paused_until == pytest.approx(clock.now + 1 / 97)
+    # Another episode within a window after that pause: the limit is lower.
+    clock.now += 1.2
+    for _ in range(10):
+        clock.now += 0.01
+        s.succeeded(0, 1, False, None, sent_at=clock.now)
+    s.failed("rate_limit", 0.5, 0, None, sent_at=clock.now)
+    assert s.learned_rpm == pytest.approx(10 * 60)
+
+
+async def test_a_burst_of_429s_does_not_confirm_a_limit() -> None:
+    clock = FakeClock()
+    s = state(clock, start=64)
+    young_estimate(clock, s)
+    provider = WindowedProvider(clock, None, storms=((103.0, 104.0),))
+    start = clock.now
+    while clock.now < 103.0:
+        await provider.send(s)
+    budget = s.learned_rpm
+    assert budget is not None and budget > 10 * 60
+    while clock.now < 107.0:
+        await provider.send(s)
+    # The storm hit while the key sent at its budget: the rate was measured
+    # there, but a whole burst of 429s is an overload, so probing went on.
+    assert provider.rejected > BURST_HITS
+    assert s.learned_rpm is not None and s.learned_rpm > budget
+    assert provider.rate(start) > 0

@@ -3,7 +3,9 @@
     adaptive.py  the concurrency controller (slow start, additive growth, cut on 429)
     buckets.py   token buckets for requests and tokens, reserve then reconcile
     window.py    a mirror of the provider's token window (tokens sent in the last second)
+    calibration.py  what a request really costs in tokens, learned from the replies
     headers.py   limits learned from x-ratelimit-* response headers
+    inference.py without headers: the request rate measured from 429s, then probed upward
     keys.py      one KeyState per connection key: the above, a key-wide pause, counters
     stage.py     the pipeline stage that puts them in front of every attempt
     sink.py      how the shared HTTP client hands response headers to the stage

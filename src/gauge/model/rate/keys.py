@@ -18,9 +18,12 @@ from typing import Any
 
 from gauge.model.limits import ConnectionLimiter, connection_limiter
 from gauge.model.output import ModelUsage
+from gauge.model.rate import inference
 from gauge.model.rate.adaptive import AdaptiveConcurrency
 from gauge.model.rate.buckets import TokenBucket
+from gauge.model.rate.calibration import TokenCalibration
 from gauge.model.rate.headers import SAFETY, TOKEN_SAFETY, read_headers
+from gauge.model.rate.inference import FAST_PROBE_FIRST, RECENT
 from gauge.model.rate.window import Entry, TokenWindow
 
 Clock = Callable[[], float]
@@ -30,14 +33,12 @@ WINDOW = 60.0
 """Seconds of history behind the tokens-per-minute figure."""
 TOKEN_RECHECK = 0.1
 """Seconds between checks of a token reservation waiting in line."""
-PROBE_EVERY = 30.0
-"""Seconds without a rate limit before an inferred request rate is raised by PROBE_STEP."""
-PROBE_STEP = 1.05
-MIN_INFER = 4
-"""Requests accepted in the last second needed before a rate is inferred from a 429."""
-REMEASURE_FLOOR = 0.9
-"""A later rate-limit episode starts the inferred rate again from at least this
-fraction of the previous one, while the measure completes."""
+BURST_HITS = 8
+"""More 429s than this within one episode (COOLDOWN) are a burst of overload
+(everything rejected for a while), not a probe that crossed the limit by a step:
+the limit is not confirmed."""
+LATENCY_WEIGHT = 0.1
+"""Weight of each reply in the moving average of a round trip."""
 BUDGET_CUT = 0.97
 """Factor applied to the margin on learned limits on each rate-limit episode."""
 MIN_MARGIN = 0.5
@@ -46,14 +47,6 @@ RECOVER_AFTER = 5.0
 WINDOW_FILL = 0.97
 """Share of a token budget's per-second rate that may be sent within any RECENT
 seconds (the slack absorbs send-time jitter and estimation error)."""
-HIGH_AFTER = 20
-"""Replies needed before their 95th percentile replaces max_tokens in the mirror."""
-CALIBRATE = 0.05
-"""Weight of each reply in the moving averages behind token reservations."""
-RECENT = 1.0
-"""Seconds of sends charged to a budget learned from headers, and the window a
-request rate is measured over (the shortest window providers enforce their
-per-minute limits over)."""
 
 
 class KeyState:
@@ -85,6 +78,25 @@ class KeyState:
         self.inferred_rpm = False
         """Whether learned_rpm was inferred from 429s (no headers) and is being probed."""
         self._probed_at = 0.0
+        self._step = 0.0
+        """Next upward step of an unconfirmed inferred rate (0: confirmed, probe slowly)."""
+        self._probe_from = 0.0
+        """No fast probe before this time (one window after a rate limit's pause)."""
+        self._raises: deque[tuple[float, float]] = deque()
+        """(when, rate before) of the recent probes."""
+        self._bound_at = float("-inf")
+        """When a request last waited for the request budget (the budget binds)."""
+        self._limited_at = float("-inf")
+        """When the last rate limit came back."""
+        self._episode_hits = 0
+        """429s since the current rate-limit episode began."""
+        self._grace_until = float("-inf")
+        """An episode before this time, soon after one taken as a brief overload,
+        measures the limit (the key's rate really was over it)."""
+        self._latency = 0.0
+        """Moving average of a successful attempt's round trip."""
+        self._raised: asyncio.Future[None] | None = None
+        """Set when a probe raises the request budget (wakes the waiters)."""
         self._calm_since = 0.0
         """When the last rate-limit episode began (margin recovery counts from it)."""
         self._sent: deque[float] = deque()
@@ -92,13 +104,7 @@ class KeyState:
         self._mark: float | None = None
         """Send time of the rate-limited request that started the current measurement."""
         self._measured = 0
-        self._prompt_ratio = 1.0
-        """Real prompt tokens over the chars/4 estimate (a moving average)."""
-        self._output_mean: float | None = None
-        """Average reply tokens (a moving average)."""
-        self._outputs: deque[int] = deque(maxlen=200)
-        self._output_high: int | None = None
-        """95th percentile of the last replies' tokens (after HIGH_AFTER replies)."""
+        self.calibration = TokenCalibration()
         self._fixed: int | None = None
         self._user_rpm: float | None = None
         self._user_tpm: float | None = None
@@ -154,7 +160,11 @@ class KeyState:
             # Checked again after each sleep: a pause that began meanwhile holds
             # the buckets, which moves every reservation back.
             while rpm is not None and (left := rpm.wait_for(request_ticket, self.clock())) > 0:
-                await sleep(left)
+                self._bound_at = self.clock()
+                if self._step:
+                    await self._sleep_until_raised(sleep, left)
+                else:
+                    await sleep(left)
             while tpm is not None and (left := tpm.wait_for(token_ticket, self.clock())) > 0:
                 # Wake up now and then: refunds from replies that used less than
                 # they reserved move this reservation up the line.
@@ -169,6 +179,22 @@ class KeyState:
         if window is None:
             return None
         return window.add(most, self.clock())
+
+    async def _sleep_until_raised(self, sleep: Sleep, seconds: float) -> None:
+        """Sleep `seconds`, or less if a probe raises the request budget meanwhile.
+
+        Every waiter then computes its wait again at the new pace, in line. Were
+        they to sleep on, requests arriving after the raise would go before them,
+        and both together would overrun the provider's window.
+        """
+        raised = self._raised
+        if raised is None:
+            raised = self._raised = asyncio.get_running_loop().create_future()
+        nap = asyncio.ensure_future(sleep(seconds))
+        try:
+            await asyncio.wait((nap, raised), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
 
     def _window_wait(self, window: TokenWindow, tokens: int) -> float:
         tpm = self.tpm
@@ -226,7 +252,7 @@ class KeyState:
         self.successes += 1
         now = self._count_tokens(used or 0)
         if guess and usage is not None and usage.input_tokens:
-            self._calibrate(guess, usage.input_tokens, usage.output_tokens)
+            self.calibration.learn(guess, usage.input_tokens, usage.output_tokens)
         if used is not None and used > 0 and self.tpm is not None:
             # A request sent before the budget existed reserved nothing: charge its
             # usage now, or the provider's window holds tokens the budget never saw.
@@ -234,11 +260,14 @@ class KeyState:
             if entry is not None and self.window is not None:
                 self.window.settle(entry, used, now)
         if sent_at is not None:
-            self._sent_ok(sent_at, now)
+            took = now - sent_at
+            latency = self._latency
+            self._latency = latency + LATENCY_WEIGHT * (took - latency) if latency else took
+            inference.sent_ok(self, sent_at, now)
         if headers is not None:
             self.learn(headers)
         if self.inferred_rpm and self.learned_rpm is not None:
-            self._probe(now)
+            inference.probe(self, now)
         if self.margin < 1.0 and now - self._calm_since >= RECOVER_AFTER:
             # The cut was for one episode; without this the budget ratchets down for good.
             self._calm_since = now
@@ -267,6 +296,7 @@ class KeyState:
             return
         self.rate_limit_hits += 1
         now = self.clock()
+        self._limited_at = now
         # The provider did not process a rejected request: its tokens are not spent.
         if reserved and self.tpm is not None:
             self.tpm.adjust(reserved, now)
@@ -275,6 +305,10 @@ class KeyState:
         episode = now >= self.controller.hold_until
         if episode:
             self._calm_since = now
+            self._episode_hits = 0
+        self._episode_hits += 1
+        if self._episode_hits > BURST_HITS and self.inferred_rpm and not self._step:
+            self._step = FAST_PROBE_FIRST
         # A budget (set by the user, learned from headers or inferred) paces the key:
         # cutting concurrency too would only bunch requests that already hold a
         # reservation behind fewer slots.
@@ -289,7 +323,7 @@ class KeyState:
                 self.margin *= BUDGET_CUT
                 self._rebudget()
         if episode and not self._from_headers():
-            self._infer_rate(now if sent_at is None else sent_at, retry_after or 0.0)
+            inference.infer_rate(self, now if sent_at is None else sent_at, retry_after or 0.0)
         if retry_after is not None and retry_after > 0:
             if paced:
                 # The budget already paces below the limit, and the provider's
@@ -300,39 +334,12 @@ class KeyState:
             self.pause(retry_after, now)
 
     def reservation(self, guess: int, max_tokens: int | None) -> int:
-        """Tokens to reserve for a prompt estimated at `guess` tokens.
-
-        Until replies have come back: `guess` plus `max_tokens` (the most the reply
-        may use). Then the prompt estimate is scaled by what prompts really cost,
-        and the reply counted at the average reply so far (at most `max_tokens`).
-        A reservation far above the real cost is not harmless: its refund comes
-        back while the provider's window still holds the request, and the
-        requests it lets go can cross the window.
-        """
-        output = max_tokens or 0
-        if self._output_mean is not None:
-            output = min(output, round(self._output_mean)) if output else 0
-        return round(guess * self._prompt_ratio) + output
+        """Tokens to reserve for a prompt estimated at `guess` tokens (calibration.py)."""
+        return self.calibration.reservation(guess, max_tokens)
 
     def most(self, guess: int, max_tokens: int | None) -> int:
-        """What a prompt estimated at `guess` tokens may cost, as the window mirror
-        counts it until the reply: the calibrated prompt plus `max_tokens`, or,
-        once enough replies are known, their 95th percentile if lower (a reply
-        above it is rare, and the mirror's slack absorbs it)."""
-        output = max_tokens or 0
-        if self._output_high is not None and output:
-            output = min(output, self._output_high)
-        return round(guess * self._prompt_ratio) + output
-
-    def _calibrate(self, guess: int, prompt: int, output: int) -> None:
-        self._prompt_ratio += CALIBRATE * (prompt / guess - self._prompt_ratio)
-        mean = self._output_mean
-        self._output_mean = output if mean is None else mean + CALIBRATE * (output - mean)
-        outputs = self._outputs
-        outputs.append(output)
-        if len(outputs) >= HIGH_AFTER and len(outputs) % 10 == 0:
-            ranked = sorted(outputs)
-            self._output_high = ranked[int(0.95 * (len(ranked) - 1))]
+        """The most a prompt estimated at `guess` tokens may cost (calibration.py)."""
+        return self.calibration.most(guess, max_tokens)
 
     def _from_headers(self) -> bool:
         """Whether the provider told us its limits (x-ratelimit-limit-* headers)."""
@@ -348,57 +355,6 @@ class KeyState:
         if self.tpm is not None and tokens:
             wait = max(wait, tokens / self.tpm.rate)
         return wait
-
-    def _sent_ok(self, sent_at: float, now: float) -> None:
-        sent = self._sent
-        sent.append(sent_at)
-        while sent and sent[0] < now - 2 * RECENT:
-            sent.popleft()
-        mark = self._mark
-        if mark is not None and mark - RECENT < sent_at <= mark:
-            # A success sent just before the rate limit: the provider counted it in
-            # the window that was full, so the measured rate grows by one.
-            self._measured += 1
-            rpm = self._measured * 60.0 / RECENT
-            if (self.inferred_rpm or self._measured >= MIN_INFER) and rpm > (
-                self.learned_rpm or 0.0
-            ):
-                self._set_inferred(rpm)
-
-    def _infer_rate(self, at: float, pause: float) -> None:
-        """No limit headers: measure the request rate the provider accepted.
-
-        The rate-limited request was sent at `at`, when the provider's window was
-        full: the successes sent within RECENT before it are the limit. Those still
-        in flight count as they come back (`_sent_ok`), so the measure only grows.
-        Each later episode measures again; between episodes the rate is probed
-        upward (see `_probe`). The first time, the new budget starts charged with
-        the full window, unless the pause that follows (`pause`) outlasts it.
-        """
-        self._mark = at
-        self._measured = sum(1 for t in self._sent if at - RECENT < t <= at)
-        self._probed_at = at
-        rpm = max(self._measured, MIN_INFER) * 60.0 / RECENT
-        if self.inferred_rpm and self.learned_rpm is not None:
-            # Replies still on their way raise the measure as they come back; until
-            # then do not fall far below the rate that almost worked.
-            self._set_inferred(max(rpm, self.learned_rpm * REMEASURE_FLOOR))
-        elif self._measured >= MIN_INFER:
-            had = self.rpm is not None
-            self._set_inferred(rpm)
-            if not had and pause < RECENT and self.rpm is not None:
-                self.rpm.drain_to(-self._measured, self.clock())
-
-    def _set_inferred(self, rpm: float) -> None:
-        self.learned_rpm = rpm
-        self.inferred_rpm = True
-        self._rebudget()
-
-    def _probe(self, now: float) -> None:
-        if now - self._probed_at >= PROBE_EVERY and self.learned_rpm is not None:
-            self._probed_at = now
-            self.learned_rpm *= PROBE_STEP
-            self._rebudget()
 
     def pause(self, seconds: float, now: float) -> None:
         """Hold every new attempt of this key for `seconds` (in-flight ones finish)."""
