@@ -406,3 +406,52 @@ async def test_a_burst_of_429s_does_not_confirm_a_limit() -> None:
     assert provider.rejected > BURST_HITS
     assert s.learned_rpm is not None and s.learned_rpm > budget
     assert provider.rate(start) > 0
+
+
+def _reply(s: KeyState, prompt: int, output: int, guess: int) -> None:
+    usage = ModelUsage(input_tokens=prompt, output_tokens=output, total_tokens=prompt + output)
+    s.succeeded(0, prompt + output, False, None, usage=usage, guess=guess)
+
+
+async def test_replies_that_grow_with_the_prompt_are_charged_by_the_prompt() -> None:
+    # An echo, a translation, a summary: the reply is as long as the prompt. One
+    # average reply would charge a short prompt 5x its cost and a long one half.
+    s = state(FakeClock(), key="p|u|k|echo")
+    for size in range(10, 310, 3):
+        _reply(s, size, size, guess=size)
+    assert s.reservation(20, 400) == pytest.approx(40, abs=2)
+    assert s.reservation(300, 400) == pytest.approx(600, abs=2)
+    assert s.most(20, 400) == pytest.approx(40, abs=2)  # no misses: nothing added
+    assert s.most(300, 250) == 550  # still never above max_tokens
+
+
+async def test_a_reply_that_shrinks_with_the_prompt_is_charged_its_average() -> None:
+    s = state(FakeClock(), key="p|u|k|shrink")
+    for size in range(10, 310, 3):
+        _reply(s, size, 320 - size, guess=size)
+    # A negative slope would charge long prompts less than their replies may cost.
+    average = sum(320 - size for size in range(10, 310, 3)) / len(range(10, 310, 3))
+    assert s.reservation(300, 400) == pytest.approx(300 + average, abs=2)
+
+
+async def test_the_first_replies_calibrate_at_once() -> None:
+    s = state(FakeClock(), key="p|u|k|first")
+    _reply(s, 80, 50, guess=100)
+    # Not a moving average from 1.0 (which would still say ~99 after one reply).
+    assert s.reservation(100, None) == 80
+    assert s.reservation(100, 400) == 130
+
+
+async def test_a_queued_request_is_sized_when_it_goes() -> None:
+    clock = FakeClock()
+    s = state(clock, key="p|u|k|sized")
+    s.configure(None, None, 60_000.0)  # 1000 tokens/s
+    asked: list[float] = []
+
+    def most() -> int:
+        asked.append(clock.now)
+        return 300
+
+    entry = await s.admit(900, clock.sleep, most)
+    # Asked once, after the bucket's wait for the 900 (not when the request queued).
+    assert asked == [pytest.approx(100.88)] and entry is not None and entry[1] == 300

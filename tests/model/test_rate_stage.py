@@ -156,3 +156,15 @@ async def test_tokens_per_minute_budget_end_to_end() -> None:
     assert server.rejected <= 1, server.rejected
     # 400 tokens, at most 97 % of 200 per second in any second: about 2 s.
     assert 1.5 < wall < 3.2
+
+
+async def test_a_send_enters_the_token_window_when_it_takes_its_slot() -> None:
+    # The provider's window counts a request from its arrival: one that waited
+    # 0.3 s for the only slot must not leave our mirror 0.3 s before it leaves theirs.
+    model = mock(latency=0.3)
+    config = GenerateConfig(max_connections=1, tpm=6_000_000, max_tokens=5)
+    await asyncio.gather(model.generate("a", config=config), model.generate("b", config=config))
+    window = key_state(model.api.connection_key(), 1).window
+    assert window is not None
+    first, second = (at for at, _ in window._entries)
+    assert second - first == pytest.approx(0.3, abs=0.1)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
-from gauge.model.rate.keys import WINDOW_FILL, key_state
+from gauge.model.rate.keys import WINDOW_FILL, WINDOW_SLACK, key_state
 from gauge.model.rate.window import TokenWindow
 
 
@@ -67,8 +70,9 @@ async def test_admission_keeps_every_second_under_the_window_share() -> None:
     for at, _ in sent:  # no one-second span ever held more than the share
         assert sum(n for t, n in sent if at - 1.0 < t <= at) <= share
     # The bucket paces 700 (50.68), 250 (50.93) and would send the 600 at 51.53;
-    # the window still holds the first 700 until 51.68, so the 600 waits for it.
-    assert [t for t, _ in sent[:3]] == pytest.approx([50.68, 50.93, 51.68])
+    # the window still holds the first 700 until 51.68 (plus the slack for the
+    # provider's later clock), so the 600 waits for it.
+    assert [t for t, _ in sent[:3]] == pytest.approx([50.68, 50.93, 51.68 + WINDOW_SLACK])
 
 
 async def test_a_rejected_send_leaves_the_window_and_a_reply_settles_it() -> None:
@@ -84,3 +88,56 @@ async def test_a_rejected_send_leaves_the_window_and_a_reply_settles_it() -> Non
     other = await s.admit(500, clock.sleep)
     s.failed("rate_limit", None, 500, None, entry=other)
     assert window.total == 300
+
+
+class EventClock:
+    """A fake clock that wakes its sleepers in time order (a discrete-event loop)."""
+
+    def __init__(self) -> None:
+        self.now = 50.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), id(fut), fut))
+        await fut
+
+    async def run(self, *coros: Coroutine[Any, Any, Any]) -> None:
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        while not all(t.done() for t in tasks):
+            for _ in range(20):  # let every task run until it sleeps or ends
+                await asyncio.sleep(0)
+            if self._sleepers:
+                at, _, fut = heapq.heappop(self._sleepers)
+                self.now = max(self.now, at)
+                fut.set_result(None)
+        for t in tasks:
+            t.result()
+
+
+async def test_a_pause_while_requests_wait_for_the_window_does_not_let_them_all_go() -> None:
+    clock = EventClock()
+    s = key_state("p|u|k|window-pause", 8, clock)
+    s.configure(None, None, 60_000.0)  # 1000 tokens/s, a window share of 990
+    sent: list[tuple[float, int]] = []
+
+    async def send(size: int, after: float) -> None:
+        await clock.sleep(after)
+        await s.admit(size, clock.sleep)
+        sent.append((clock.now, size))
+
+    async def rate_limited() -> None:
+        # A 429 pauses the key just before the 900 leaves the window, while both
+        # 500s wait for room: after the pause only one of them fits.
+        await clock.sleep(1.885)
+        s.pause(0.5, clock.now)
+
+    await clock.run(send(900, 0.0), send(500, 0.001), send(500, 0.002), rate_limited())
+    assert [n for _, n in sent] == [900, 500, 500]
+    for at, _ in sent:
+        assert sum(n for t, n in sent if at - 1.0 < t <= at) <= 1000 * WINDOW_FILL
+    assert sent[1][0] == pytest.approx(52.385)  # the first 500 goes when the pause ends
+    assert sent[2][0] > sent[1][0] + 1.0  # the second waits for it to leave the window

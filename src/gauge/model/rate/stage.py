@@ -10,8 +10,9 @@ for the response headers (see sink.py) to learn the provider's limits.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gauge.model.api import ModelAPI
 from gauge.model.output import ModelOutput
@@ -44,6 +45,10 @@ def rate_control(api: ModelAPI, sleep: Sleep, clock: Clock = time.monotonic) -> 
             sink: list[Mapping[str, str]] = []
             token = response_headers.set(sink)
             sent_at = clock()
+            if entry is not None:
+                # The provider counts the request from when it arrives, not from when
+                # the budget let it go (it may have queued for a slot since).
+                entry[0] = sent_at
             try:
                 output = await call(request)
             except Exception as ex:
@@ -86,7 +91,7 @@ async def _enter(
     """
     limiter = state.limiter
     tokens = guess = 0
-    most: int | None = None
+    most: Callable[[], int] | None = None
     entry: Entry | None = None
     admitted = False
     waited = -1.0  # the pause deadline already waited out
@@ -97,7 +102,7 @@ async def _enter(
                     guess = estimate_tokens([m.text for m in request.input], None)
                     max_tokens = request.config.max_tokens
                     tokens = state.reservation(guess, max_tokens)
-                    most = state.most(guess, max_tokens)
+                    most = functools.partial(state.most, guess, max_tokens)
                 entry = await state.admit(tokens, sleep, most)
                 admitted = True
             else:

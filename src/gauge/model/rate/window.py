@@ -24,8 +24,10 @@ class TokenWindow:
 
     __slots__ = ("_entries", "span", "total")
 
-    def __init__(self, span: float = 1.0) -> None:
-        self.span = span
+    def __init__(self, span: float = 1.0, slack: float = 0.0) -> None:
+        # An entry is kept `slack` seconds past the span: the provider starts its
+        # clock when the request arrives, a little after we counted the send.
+        self.span = span + slack
         self.total = 0.0
         self._entries: deque[Entry] = deque()
 
