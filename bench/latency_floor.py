@@ -1,9 +1,10 @@
-"""The floor of the rate-control latency scenario: a bare aiohttp closed loop.
+"""A yardstick for the rate-control latency scenario: a bare aiohttp closed loop.
 
 200 workers post 2000 chat requests to the mock OpenAI server (0.2 s latency, its
 own process), with no eval, no pipeline and no journal. Its wall / ideal
-(N x latency / workers) is the best any client can do on this machine, and the
-yardstick for `bench/rate_control.py latency-fixed`.
+(N x latency / workers) is what aiohttp alone reaches on this machine, the
+yardstick for `bench/rate_control.py latency-fixed` (gauge posts to plain-http
+servers with its own lean HTTP/1.1 client, so it can do better than this).
 
     .venv/bin/python bench/latency_floor.py
 """

@@ -22,6 +22,7 @@ import orjson
 
 from gauge.errors import ConfigError
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
+from gauge.model.providers._http1 import Http1Pool, ProtocolError
 from gauge.model.rate.sink import offer
 
 if TYPE_CHECKING:
@@ -63,9 +64,21 @@ class HttpClient:
                 "the base URL carries user:password credentials and an API key is set too; "
                 "both become the Authorization header: remove one of them"
             )
+        for name, value in self.headers.items():
+            if "\r" in value or "\n" in value:
+                raise ConfigError(
+                    f"the {name} header contains a line break: remove it (an API key read "
+                    "from a file or pasted often ends with one)"
+                )
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, aiohttp.ClientSession
         ] = weakref.WeakKeyDictionary()
+        # Plain-http servers (local, self-hosted) get the lean client (_http1.py);
+        # https, URL credentials and streams stay on aiohttp.
+        self._pool: Http1Pool | None = None
+        authority = self.base_url.partition("://")[2].partition("/")[0]
+        if self.base_url.startswith("http://") and "@" not in authority:
+            self._pool = Http1Pool(self.base_url, self.headers)
 
     def session(self) -> aiohttp.ClientSession:
         """The running loop's session, created on first use."""
@@ -99,9 +112,15 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
     ) -> tuple[Any, Mapping[str, str]]:
         """POST `payload` as JSON; return (parsed body, case-insensitive headers)."""
+        data = orjson.dumps(payload)
+        if self._pool is not None and not path.startswith(("http://", "https://")):
+            try:
+                reply = await self._pool.post(path, data, headers, params)
+            except (OSError, ProtocolError) as ex:
+                raise HTTPConnectionError(_connection_failure(self.base_url, ex)) from ex
+            return _decode(reply.status, reply.body, reply.headers)
         import aiohttp
 
-        data = orjson.dumps(payload)
         hdrs = {**_JSON, **headers} if headers else _JSON
         try:
             async with self.session().post(
@@ -165,11 +184,21 @@ class HttpClient:
             raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
 
     async def close(self) -> None:
-        """Close every session this client opened."""
+        """Close every session and connection this client opened."""
+        if self._pool is not None:
+            self._pool.close()
         for session in list(self._sessions.values()):
             if not session.closed:
                 await session.close()
         self._sessions.clear()
+
+
+def _connection_failure(base_url: str, ex: Exception) -> str:
+    if isinstance(ex, ProtocolError):
+        return f"{base_url}: {ex}"
+    # As aiohttp words it, so a message reads the same on both clients.
+    reason = (ex.strerror if isinstance(ex, OSError) else None) or str(ex) or type(ex).__name__
+    return f"ClientConnectorError: Cannot connect to host {base_url} [{reason}]"
 
 
 def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, Mapping[str, str]]:
