@@ -405,3 +405,38 @@ async def test_package_versions_are_read_once_per_process(
     assert headers[0]["versions"] == headers[1]["versions"]
     assert headers[0]["versions"]["pydantic"] == real("pydantic")
     assert looked_up == ["gauge", "pydantic", "aiohttp", "orjson", "rich", "openai"]
+
+
+async def test_a_sample_sleeping_in_backoff_lends_its_place(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    calls: list[tuple[str, float, float]] = []
+    failed = set()
+
+    async def reply(messages: Any, *_: Any) -> str:
+        text = messages[-1].text
+        started = time.perf_counter()
+        await asyncio.sleep(0.05)
+        calls.append((text, started, time.perf_counter()))
+        if text == "0" and text not in failed:
+            failed.add(text)
+            raise ConnectionError("reset by peer")  # transient: retried after a backoff
+        return text
+
+    model = get_model("mock/lend", memoize=False, outputs=reply)
+    model.retry_policy.base_delay = 0.4  # jittered to 0.2-0.4 s
+    [result] = await eval_async(
+        Task(numbers(12), scorer=match()), model, log_dir=tmp_path, display=False, max_connections=2
+    )
+    assert result.completed == 12 and result.errors == 0
+
+    def live(at: float) -> int:
+        return sum(1 for _, start, end in calls if start <= at < end)
+
+    # Never more than 2 samples send at once ...
+    assert max(live(start) for _, start, _ in calls) == 2
+    # ... and while sample 0 sleeps before its retry, two others send in its place.
+    first, second = [(start, end) for text, start, end in calls if text == "0"]
+    during = [start for _, start, _ in calls if first[1] <= start < second[0]]
+    assert during and max(live(at) for at in during) == 2

@@ -33,6 +33,7 @@ from gauge.evaluation.task import TASK_ATTR, Task, TaskError, load_task
 from gauge.model.config import GenerateConfig
 from gauge.model.lm_eval_args import split_base_url
 from gauge.model.model import Model
+from gauge.model.pipeline import backoff_lender
 
 DEFAULT_LOG_DIR = "logs"
 
@@ -199,6 +200,34 @@ class _TooManyErrors(Exception):
     pass
 
 
+class _Place:
+    """A sample's place among the `width` that may send at once."""
+
+    __slots__ = ("_held", "_places")
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self._held = False
+
+    async def take(self) -> None:
+        await self._places.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._places.release()
+
+    def lend(self) -> None:
+        """The sample sleeps in backoff: another may send in its place."""
+        self.give_back()
+
+    async def reclaim(self) -> None:
+        """The sleep is over: wait for a place before the next attempt."""
+        if not self._held:
+            await self.take()
+
+
 def _learn_secrets(model: Model, redactor: Redactor) -> None:
     redactor.add(model.api.api_key)
     redactor.collect(model.api.model_args)
@@ -278,17 +307,29 @@ async def _run_pairs(
 
     generate = make_generate(model, config)
 
+    width = options.max_connections or config.max_connections or model.api.max_connections()
+    width = max(1, min(width, counters.total))
+    places = asyncio.Semaphore(width)
+
     async def worker() -> None:
-        # Checked before taking the next pair, so a stop leaves it in `pairs` (not_run).
-        while not stop and (pair := next(pairs, None)) is not None:
+        while True:
+            place = _Place(places)
+            await place.take()
+            # Checked before taking the next pair, so a stop leaves it in `pairs` (not_run).
+            if stop or (pair := next(pairs, None)) is None:
+                place.give_back()
+                return
             sample, epoch = pair
             counters.in_flight += 1
             running[(sample.id, epoch)] = None
+            token = backoff_lender.set(place)
             try:
                 error = await run_sample(
                     task, model, sample, epoch, generate, counters, aggregator, writer
                 )
             finally:
+                backoff_lender.reset(token)
+                place.give_back()
                 counters.in_flight -= 1
                 running.pop((sample.id, epoch), None)
             if error is None or stop:
@@ -307,8 +348,9 @@ async def _run_pairs(
                     f"{options.max_errors} ({where})"
                 )
 
-    width = options.max_connections or config.max_connections or model.api.max_connections()
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(width, counters.total)))]
+    # `width` samples send at once; up to as many more may sleep in backoff meanwhile
+    # (each lends its place while it sleeps: see gauge.model.pipeline.backoff_lender).
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(2 * width, counters.total))]
     ticker = asyncio.ensure_future(_tick(writer, display))
     try:
         pending = set(workers)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gauge.errors import ModelTimeout
 from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
@@ -47,6 +48,25 @@ call_observer: ContextVar[Callable[[RetryDecision], None] | None] = ContextVar(
 
 The eval runner sets one per sample to count retries and rate-limit hits; the
 model layer knows nothing about who listens.
+"""
+
+
+class BackoffLender(Protocol):
+    """What a caller lends while one of its requests sleeps between attempts."""
+
+    def lend(self) -> None:
+        """The request starts a backoff sleep: its caller's place may serve another."""
+
+    async def reclaim(self) -> None:
+        """The sleep is over: wait to get the place back before the next attempt."""
+
+
+backoff_lender: ContextVar[BackoffLender | None] = ContextVar("gauge_backoff_lender", default=None)
+"""Told when a request of this context sleeps between attempts.
+
+The eval runner sets one per sample: a sample sleeping in backoff gives its place
+among the samples in flight to the next one, so `max_connections` samples keep
+sending while some wait (the sleep already holds no connection slot).
 """
 
 
@@ -142,7 +162,13 @@ def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
                         raise
                     attempt.wait = wait
                     waited += wait
-                await sleep(wait)
+                lender = backoff_lender.get()
+                if lender is None:
+                    await sleep(wait)
+                else:
+                    lender.lend()
+                    await sleep(wait)  # cancelled: the place stays lent, nothing to undo
+                    await lender.reclaim()
 
         return stage
 
