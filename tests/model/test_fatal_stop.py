@@ -225,3 +225,40 @@ def test_errors_about_one_request_never_stop_the_key() -> None:
     guard.failed(http_error(422, "bad field"), FATAL, 3)  # the key answered: it works
     guard.failed(http_error(401), FATAL, 3)
     assert guard.count == 1 and not guard.holds()
+
+
+async def test_streams_stop_the_key_too_and_share_the_count_with_generate() -> None:
+    model = get_model("mock/fatal-stream", memoize=False, errors=["fatal"] * 10)
+    calls = 0
+    inner = model.api.stream
+
+    def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return inner(*args)
+
+    model.api.stream = counted  # type: ignore[method-assign]
+    for _ in range(2):
+        with pytest.raises(MockFatalError):
+            _ = [d async for d in model.stream("x")]
+    with pytest.raises(MockFatalError):
+        await model.generate("x")  # the third identical error, by generate
+    with pytest.raises(MockFatalError) as info:
+        _ = [d async for d in model.stream("y")]
+    assert calls == 2  # the stopped key's stream never reached the provider
+    assert info.value.gauge_attempts[-1]["stopped"] is True  # type: ignore[attr-defined]
+
+
+async def test_stream_retries_are_bounded_by_the_total_wait_too() -> None:
+    model = get_model("mock/stream-wait", memoize=False, errors=["transient"] * 10)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    model.sleep = sleep
+    model.retry_policy.base_delay = 1.0
+    model.retry_policy.max_total_wait = 2.5  # 0.5-1 s, then 1-2 s, then 2-4 s: over
+    with pytest.raises(Exception, match="transient") as info:
+        _ = [d async for d in model.stream("x")]
+    assert sum(slept) <= 2.5 and len(slept) == len(info.value.gauge_attempts) - 1  # type: ignore[attr-defined]

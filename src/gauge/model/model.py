@@ -19,7 +19,7 @@ from gauge.model.output import ModelOutput, ModelUsage
 from gauge.model.prepare import as_messages, prepare_messages, resolve_tools
 from gauge.model.rate.keys import key_state
 from gauge.model.rate.stage import rate_control
-from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
+from gauge.model.retry import RetryPolicy, attach_history, fatal_stop
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.scoring.run import Scorer, as_requests
 from gauge.model.tools import ToolChoice, ToolInfo
@@ -120,10 +120,14 @@ class Model:
         state = key_state(self.api.connection_key(), self.api.max_connections(), self._clock)
         state.configure(cfg.max_connections, cfg.rpm, cfg.tpm)
         limiter = state.limiter
+        guard = fatal_stop(self.api.connection_key())
+        waited = 0.0
         while True:
             started_at = time.perf_counter()
             yielded = False
             try:
+                if guard.error is not None and guard.holds():
+                    raise guard.replay()
                 if state.gated:
                     await state.admit(0, self._sleep)
                 await limiter.acquire()
@@ -135,6 +139,8 @@ class Model:
                             try:
                                 delta = await asyncio.wait_for(anext(deltas), wait)
                             except StopAsyncIteration:
+                                if guard.count:
+                                    guard.succeeded()
                                 return
                             yielded = True
                             yield delta
@@ -151,24 +157,23 @@ class Model:
                         f"({cfg.attempt_timeout or cfg.timeout}s)"
                     )
                 decision = pipeline.classify(self.api, ex)
-                pipeline.observe(decision)
-                state.failed(decision.kind, decision.retry_after, 0, None)
-                request.attempts.append(
-                    Attempt(
-                        len(request.attempts) + 1,
-                        describe(ex),
-                        decision.kind,
-                        time.perf_counter() - started_at,
-                    )
+                if getattr(ex, "gauge_key_stopped", None) is None:  # not a stop's replay
+                    state.failed(decision.kind, decision.retry_after, 0, None)
+                policy = self.retry_policy
+                wait_s = pipeline.next_wait(
+                    policy, guard, request, ex, decision, started_at, max_retries
                 )
-                retries = len(request.attempts)
-                wait_s = self.retry_policy.delay(retries, decision.retry_after)
-                out_of_time = deadline is not None and time.monotonic() + wait_s > deadline
-                if yielded or not decision.retryable or retries > max_retries or out_of_time:
+                if (
+                    yielded
+                    or wait_s is None
+                    or waited + wait_s > policy.max_total_wait
+                    or (deadline is not None and time.monotonic() + wait_s > deadline)
+                ):
                     attach_history(ex, request.attempts)
                     raise ex from None
                 request.attempts[-1].wait = wait_s
-                await self._sleep(wait_s)
+                waited += wait_s
+                await pipeline.backoff(self._sleep, wait_s)
 
     async def loglikelihood(
         self,

@@ -21,7 +21,14 @@ from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
-from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe, fatal_stop
+from gauge.model.retry import (
+    Attempt,
+    FatalStop,
+    RetryPolicy,
+    attach_history,
+    describe,
+    fatal_stop,
+)
 from gauge.model.tools import ToolChoice, ToolInfo
 
 
@@ -141,38 +148,56 @@ def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
                     return output
                 except Exception as ex:
                     decision = classify(api, ex)
-                    stopped = guard.failed(ex, decision, policy.fatal_stop)
-                    observe(decision)
-                    attempt = Attempt(
-                        len(request.attempts) + 1,
-                        describe(ex),
-                        decision.kind,
-                        time.perf_counter() - started,
-                        stopped=stopped,
-                    )
-                    request.attempts.append(attempt)
-                    retries = len(request.attempts)
-                    wait = policy.delay(retries, decision.retry_after)
-                    if (
-                        not decision.retryable
-                        or retries > max_retries
-                        or waited + wait > policy.max_total_wait
-                    ):
+                    wait = next_wait(policy, guard, request, ex, decision, started, max_retries)
+                    if wait is None or waited + wait > policy.max_total_wait:
                         attach_history(ex, request.attempts)
                         raise
-                    attempt.wait = wait
+                    request.attempts[-1].wait = wait
                     waited += wait
-                lender = backoff_lender.get()
-                if lender is None:
-                    await sleep(wait)
-                else:
-                    lender.lend()
-                    await sleep(wait)  # cancelled: the place stays lent, nothing to undo
-                    await lender.reclaim()
+                await backoff(sleep, wait)
 
         return stage
 
     return wrap
+
+
+def next_wait(
+    policy: RetryPolicy,
+    guard: FatalStop,
+    request: ModelRequest,
+    ex: Exception,
+    decision: RetryDecision,
+    started: float,
+    max_retries: int,
+) -> float | None:
+    """Record a failed attempt in `request.attempts`; the wait before the next one,
+    or None when there is no next one (not retryable, out of retries, key stopped)."""
+    stopped = guard.failed(ex, decision, policy.fatal_stop)
+    observe(decision)
+    request.attempts.append(
+        Attempt(
+            len(request.attempts) + 1,
+            describe(ex),
+            decision.kind,
+            time.perf_counter() - started,
+            stopped=stopped,
+        )
+    )
+    retries = len(request.attempts)
+    if not decision.retryable or retries > max_retries:
+        return None
+    return policy.delay(retries, decision.retry_after)
+
+
+async def backoff(sleep: Sleep, wait: float) -> None:
+    """Sleep before a retry, lending the caller's place meanwhile (`backoff_lender`)."""
+    lender = backoff_lender.get()
+    if lender is None:
+        await sleep(wait)
+        return
+    lender.lend()
+    await sleep(wait)  # cancelled: the place stays lent, nothing to undo
+    await lender.reclaim()
 
 
 def classify(api: ModelAPI, ex: BaseException) -> RetryDecision:
