@@ -200,8 +200,12 @@ class _Connection(asyncio.Protocol):
 
 
 def _dechunk(buffer: bytearray) -> bytes | None:
-    """The whole body of a chunked reply if it has all arrived (consumed), else None."""
-    parts: list[bytes] = []
+    """The whole body of a chunked reply if it has all arrived (consumed), else None.
+
+    Called on every read: it only walks the chunk headers until the body is
+    complete, and copies the chunks once, at the end.
+    """
+    spans: list[tuple[int, int]] = []
     at = 0
     while True:
         end = buffer.find(b"\r\n", at)
@@ -215,17 +219,18 @@ def _dechunk(buffer: bytearray) -> bytes | None:
         start = end + 2
         if size == 0:
             # Trailers (usually none) end with an empty line.
-            trailer_end = buffer.find(b"\r\n\r\n", end)
             if buffer[start : start + 2] == b"\r\n":
-                del buffer[: start + 2]
-            elif trailer_end >= 0:
-                del buffer[: trailer_end + 4]
+                consumed = start + 2
+            elif (trailer_end := buffer.find(b"\r\n\r\n", end)) >= 0:
+                consumed = trailer_end + 4
             else:
                 return None
-            return b"".join(parts)
+            body = b"".join(buffer[a : a + n] for a, n in spans)
+            del buffer[:consumed]
+            return body
         if len(buffer) < start + size + 2:
             return None
-        parts.append(bytes(buffer[start : start + size]))
+        spans.append((start, size))
         at = start + size + 2
 
 
