@@ -407,9 +407,14 @@ async def test_package_versions_are_read_once_per_process(
     assert looked_up == ["gauge", "pydantic", "aiohttp", "orjson", "rich", "openai"]
 
 
-async def test_a_sample_sleeping_in_backoff_lends_its_place(tmp_path: Path) -> None:
+@pytest.mark.parametrize("failure", ["transient", "rate_limit"])
+async def test_a_sample_sleeping_after_a_transient_failure_lends_its_place(
+    tmp_path: Path, failure: str
+) -> None:
     import asyncio
     import time
+
+    from gauge.model.providers.mock import MockRateLimitError
 
     calls: list[tuple[str, float, float]] = []
     failed = set()
@@ -421,7 +426,9 @@ async def test_a_sample_sleeping_in_backoff_lends_its_place(tmp_path: Path) -> N
         calls.append((text, started, time.perf_counter()))
         if text == "0" and text not in failed:
             failed.add(text)
-            raise ConnectionError("reset by peer")  # transient: retried after a backoff
+            if failure == "transient":
+                raise ConnectionError("reset by peer")
+            raise MockRateLimitError("429", retry_after=0.3)
         return text
 
     model = get_model("mock/lend", memoize=False, outputs=reply)
@@ -436,7 +443,12 @@ async def test_a_sample_sleeping_in_backoff_lends_its_place(tmp_path: Path) -> N
 
     # Never more than 2 samples send at once ...
     assert max(live(start) for _, start, _ in calls) == 2
-    # ... and while sample 0 sleeps before its retry, two others send in its place.
+    # ... and while sample 0 sleeps before its retry, two others send in its place
+    # after a transient failure; after a rate limit it keeps its place (the
+    # provider asked for less traffic), and the key's pause holds the other one.
     first, second = [(start, end) for text, start, end in calls if text == "0"]
     during = [start for _, start, _ in calls if first[1] <= start < second[0]]
-    assert during and max(live(at) for at in during) == 2
+    if failure == "transient":
+        assert during and max(live(at) for at in during) == 2
+    else:
+        assert all(live(at) <= 1 for at in during)

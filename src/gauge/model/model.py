@@ -173,7 +173,7 @@ class Model:
                     raise ex from None
                 request.attempts[-1].wait = wait_s
                 waited += wait_s
-                await pipeline.backoff(self._sleep, wait_s)
+                await pipeline.backoff(self._sleep, wait_s, decision.kind == "transient")
 
     async def loglikelihood(
         self,

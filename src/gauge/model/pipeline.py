@@ -71,9 +71,10 @@ class BackoffLender(Protocol):
 backoff_lender: ContextVar[BackoffLender | None] = ContextVar("gauge_backoff_lender", default=None)
 """Told when a request of this context sleeps between attempts.
 
-The eval runner sets one per sample: a sample sleeping in backoff gives its place
-among the samples in flight to the next one, so `max_connections` samples keep
-sending while some wait (the sleep already holds no connection slot).
+The eval runner sets one per sample: a sample sleeping in backoff after a
+transient failure gives its place among the samples in flight to the next one, so
+`max_connections` samples keep sending while some wait (the sleep already holds
+no connection slot). A sample waiting out a rate limit keeps its place.
 """
 
 
@@ -154,7 +155,8 @@ def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
                         raise
                     request.attempts[-1].wait = wait
                     waited += wait
-                await backoff(sleep, wait)
+                    lend = decision.kind == "transient"
+                await backoff(sleep, wait, lend)
 
         return stage
 
@@ -189,9 +191,11 @@ def next_wait(
     return policy.delay(retries, decision.retry_after)
 
 
-async def backoff(sleep: Sleep, wait: float) -> None:
-    """Sleep before a retry, lending the caller's place meanwhile (`backoff_lender`)."""
-    lender = backoff_lender.get()
+async def backoff(sleep: Sleep, wait: float, lend: bool) -> None:
+    """Sleep before a retry; after a transient failure, lend the caller's place
+    meanwhile (`backoff_lender`). Not after a rate limit: the provider asked for
+    less traffic, and a new sample in the sleeper's place would send more."""
+    lender = backoff_lender.get() if lend else None
     if lender is None:
         await sleep(wait)
         return
