@@ -8,6 +8,7 @@ import asyncio
 import gzip
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -231,3 +232,22 @@ def test_https_and_url_credentials_stay_on_aiohttp() -> None:
     assert HttpClient("https://api.example.com/v1")._pool is None
     assert HttpClient("http://user:pw@127.0.0.1:1/v1")._pool is None
     assert HttpClient("http://127.0.0.1:1/v1")._pool is not None
+
+
+def test_it_runs_on_uvloop_too() -> None:
+    # uvloop's transports are not asyncio.Transport instances; apps embedding gauge
+    # (a web server, a notebook kernel) often run on it.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> tuple[Any, int]:
+        async with RawServer() as server:
+            server.answer(ok(b'{"on": "uvloop"}'))
+            server.answer(ok(b'{"again": 1}'))
+            client = HttpClient(server.url)
+            first, _ = await client.post_json("x", {})
+            second, _ = await client.post_json("x", {})
+            await client.close()
+            return [first, second], server.connections
+
+    replies, connections = uvloop.run(main())
+    assert replies == [{"on": "uvloop"}, {"again": 1}] and connections == 1

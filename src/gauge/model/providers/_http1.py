@@ -19,6 +19,7 @@ import asyncio
 import weakref
 import zlib
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -58,8 +59,8 @@ class _Connection(asyncio.Protocol):
         self._eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not always an asyncio.Transport instance (uvloop's are not).
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
