@@ -58,3 +58,43 @@ async def test_rejections_from_a_rate_limited_server_are_counted(tmp_path: Path)
     rate = summary["rate_control"]
     assert rate["rate_limit_hits"] == server.rejected > 0
     assert rate["concurrency"] < 32  # cut from the provider's start of 32
+
+
+async def test_a_provider_that_queues_caps_the_growth_and_the_samples_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ollama (and in-process engines) run a fixed number of requests at once and
+    # queue the rest: their max_connections_limit() is their start, so neither the
+    # adaptive limit nor the eval's samples in flight grow past it.
+    from gauge.model.providers.mock import MockAPI
+
+    monkeypatch.setattr(MockAPI, "max_connections_limit", lambda self: 6)
+    model = get_model("mock/queued", memoize=False, latency=0.02, max_connections=4)
+    live = {"now": 0, "peak": 0}
+    inner = model.api.generate
+
+    async def counted(*args: object) -> object:
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        try:
+            return await inner(*args)  # type: ignore[arg-type]
+        finally:
+            live["now"] -= 1
+
+    model.api.generate = counted  # type: ignore[method-assign]
+    [result] = await eval_async(
+        Task(samples(60), scorer=match()), model, log_dir=tmp_path, display=False
+    )
+    assert result.completed == 60
+    assert model.rate_stats()["concurrency"] == 6 and live["peak"] == 6  # grew from 4
+
+
+def test_ollama_does_not_grow_past_its_start() -> None:
+    ollama = get_model("ollama/llama3.2", memoize=False)
+    assert ollama.api.max_connections() == ollama.api.max_connections_limit() == 8
+    assert (
+        get_model(
+            "openai-api/vllm/m", base_url="http://127.0.0.1:1/v1", api_key="x", memoize=False
+        ).api.max_connections_limit()
+        == 256
+    )

@@ -34,7 +34,6 @@ from gauge.model.config import GenerateConfig
 from gauge.model.lm_eval_args import split_base_url
 from gauge.model.model import Model
 from gauge.model.pipeline import backoff_lender
-from gauge.model.rate.adaptive import DEFAULT_MAX as ADAPTIVE_MAX
 
 DEFAULT_LOG_DIR = "logs"
 
@@ -308,14 +307,10 @@ async def _run_pairs(
 
     generate = make_generate(model, config)
 
-    # Without a limit from the user the key's concurrency adapts (gauge.model.rate),
-    # from the provider's default up to ADAPTIVE_MAX: enough samples must be in
-    # flight for it to grow, or the provider's default would be a ceiling.
-    width = (
-        options.max_connections
-        or config.max_connections
-        or max(model.api.max_connections(), ADAPTIVE_MAX)
-    )
+    # Without a limit from the user the key's concurrency adapts (gauge.model.rate)
+    # from the provider's default up to its max_connections_limit(): enough samples
+    # must be in flight for it to grow, or the provider's default would be a ceiling.
+    width = options.max_connections or config.max_connections or model.api.max_connections_limit()
     width = max(1, min(width, counters.total))
     places = asyncio.Semaphore(width)
 

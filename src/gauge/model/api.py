@@ -18,6 +18,7 @@ from gauge.errors import UnsupportedFeature
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput
+from gauge.model.rate.adaptive import DEFAULT_MAX
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
 
@@ -184,6 +185,15 @@ class ModelAPI(abc.ABC):
     def max_connections(self) -> int:
         """Default concurrent requests per connection key."""
         return 10
+
+    def max_connections_limit(self) -> int:
+        """How far the key's adaptive concurrency may grow (no user max_connections).
+
+        256 (or the start, if higher) for remote APIs. A provider whose server runs
+        a fixed number of requests at once and queues the rest (an in-process
+        engine, Ollama) returns its start: more in flight would only queue.
+        """
+        return max(DEFAULT_MAX, self.max_connections())
 
     def connection_key(self) -> str:
         """Requests sharing this key share one concurrency limit and rate budget."""

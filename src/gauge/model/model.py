@@ -117,7 +117,10 @@ class Model:
         cfg = request.config
         max_retries = self.retry_policy.max_retries if cfg.max_retries is None else cfg.max_retries
         deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-        state = key_state(self.api.connection_key(), self.api.max_connections(), self._clock)
+        api = self.api
+        state = key_state(
+            api.connection_key(), api.max_connections(), self._clock, api.max_connections_limit()
+        )
         state.configure(cfg.max_connections, cfg.rpm, cfg.tpm)
         limiter = state.limiter
         guard = fatal_stop(self.api.connection_key())
@@ -316,7 +319,9 @@ class Model:
 
         Read inside the event loop the model runs in (states are per loop).
         """
-        return key_state(self.api.connection_key(), self.api.max_connections()).stats()
+        api = self.api
+        key = api.connection_key()
+        return key_state(key, api.max_connections(), maximum=api.max_connections_limit()).stats()
 
     def sync(self) -> SyncModel:
         """A blocking facade for scripts and notebooks."""

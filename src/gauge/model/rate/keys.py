@@ -19,7 +19,7 @@ from typing import Any
 from gauge.model.limits import ConnectionLimiter, connection_limiter
 from gauge.model.output import ModelUsage
 from gauge.model.rate import inference
-from gauge.model.rate.adaptive import AdaptiveConcurrency
+from gauge.model.rate.adaptive import DEFAULT_MAX, AdaptiveConcurrency
 from gauge.model.rate.buckets import TokenBucket
 from gauge.model.rate.calibration import TokenCalibration
 from gauge.model.rate.headers import SAFETY, TOKEN_SAFETY, read_headers
@@ -56,11 +56,18 @@ from its arrival, a little after we counted it."""
 class KeyState:
     """Rate control and counters of one connection key."""
 
-    def __init__(self, key: str, limiter: ConnectionLimiter, start: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        key: str,
+        limiter: ConnectionLimiter,
+        start: int,
+        clock: Clock,
+        maximum: int = DEFAULT_MAX,
+    ) -> None:
         self.key = key
         self.limiter = limiter
         self.clock = clock
-        self.controller = AdaptiveConcurrency(start)
+        self.controller = AdaptiveConcurrency(start, maximum=maximum)
         limiter.set_limit(self.controller.limit)
         self.rpm: TokenBucket | None = None
         self.tpm: TokenBucket | None = None
@@ -499,15 +506,19 @@ _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, KeyState
 _states = weakref.WeakKeyDictionary()
 
 
-def key_state(key: str, start: int, clock: Clock = time.monotonic) -> KeyState:
-    """The running loop's state for `key`, created with `start` slots on first use."""
+def key_state(
+    key: str, start: int, clock: Clock = time.monotonic, maximum: int = DEFAULT_MAX
+) -> KeyState:
+    """The running loop's state for `key`, created with `start` slots on first use
+    (adapting up to `maximum`)."""
     loop = asyncio.get_running_loop()
     per_loop = _states.get(loop)
     if per_loop is None:
         per_loop = _states[loop] = {}
     state = per_loop.get(key)
     if state is None:
-        state = per_loop[key] = KeyState(key, connection_limiter(key, start), start, clock)
+        limiter = connection_limiter(key, start)
+        state = per_loop[key] = KeyState(key, limiter, start, clock, maximum)
     return state
 
 

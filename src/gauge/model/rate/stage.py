@@ -26,10 +26,11 @@ def rate_control(api: ModelAPI, sleep: Sleep, clock: Clock = time.monotonic) -> 
     """Hold one of the key's (adaptive) slots per attempt, within its budgets."""
     key = api.connection_key()
     start = api.max_connections()
+    most = api.max_connections_limit()
 
     def wrap(call: Call) -> Call:
         async def stage(request: ModelRequest) -> ModelOutput:
-            state = key_state(key, start, clock)
+            state = key_state(key, start, clock, most)
             config = request.config
             state.configure(config.max_connections, config.rpm, config.tpm)
             limiter = state.limiter

@@ -141,6 +141,10 @@ class HuggingFaceAPI(ModelAPI):
     def max_connections(self) -> int:
         return self._batch
 
+    def max_connections_limit(self) -> int:
+        # Batches are capped at the batch size: more in flight would only wait.
+        return self._batch
+
     def connection_key(self) -> str:
         # One limiter per loaded model: hf/local names many different models.
         spec = self._local.spec

@@ -243,6 +243,11 @@ class OllamaAPI(OpenAIChatAPI):
     honours = CHAT_FIELDS - {"parallel_tool_calls"} | {"reasoning_effort"}
     default_max_connections = 8
 
+    def max_connections_limit(self) -> int:
+        # Ollama runs OLLAMA_NUM_PARALLEL requests at once and queues the rest: more
+        # in flight would only wait in its queue (and count against attempt_timeout).
+        return self.max_connections()
+
 
 class VLLMServerAPI(PromptLogprobsAPI):
     """A running vLLM OpenAI-compatible server (`vllm serve ...`)."""
