@@ -281,7 +281,8 @@ class Http1Pool:
         connection = None
         while idle:
             candidate = idle.pop()  # the most recently used is the least likely stale
-            if candidate.alive:
+            transport = candidate.transport
+            if candidate.alive and transport is not None and not transport.is_closing():
                 connection = candidate
                 break
         if connection is None:
