@@ -404,7 +404,7 @@ async def test_package_versions_are_read_once_per_process(
     assert [h["task"]["name"] for h in headers] == ["a", "b"]
     assert headers[0]["versions"] == headers[1]["versions"]
     assert looked_up == ["gauge", "pydantic", "aiohttp", "orjson", "rich", "openai"]
-    for name in looked_up:  # the Version line, as importlib's own parse reads it
+    for name in list(looked_up):  # the Version line, as importlib's own parse reads it
         assert headers[0]["versions"][name] == importlib.metadata.version(name)
 
 
