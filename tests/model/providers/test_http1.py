@@ -251,3 +251,12 @@ def test_it_runs_on_uvloop_too() -> None:
 
     replies, connections = uvloop.run(main())
     assert replies == [{"on": "uvloop"}, {"again": 1}] and connections == 1
+
+
+async def test_a_per_request_header_with_a_line_break_is_a_config_error() -> None:
+    async with RawServer() as server:
+        client = HttpClient(server.url)
+        with pytest.raises(ConfigError, match="the X-Run header contains a line break"):
+            await client.post_json("x", {}, headers={"X-Run": "1\r\nEvil: yes"})
+        await client.close()
+    assert server.seen == []  # nothing was sent

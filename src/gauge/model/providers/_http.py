@@ -22,7 +22,7 @@ import orjson
 
 from gauge.errors import ConfigError
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
-from gauge.model.providers._http1 import Http1Pool, ProtocolError
+from gauge.model.providers._http1 import Http1Pool, ProtocolError, header_break, header_error
 from gauge.model.rate.sink import offer
 
 if TYPE_CHECKING:
@@ -64,12 +64,8 @@ class HttpClient:
                 "the base URL carries user:password credentials and an API key is set too; "
                 "both become the Authorization header: remove one of them"
             )
-        for name, value in self.headers.items():
-            if "\r" in value or "\n" in value:
-                raise ConfigError(
-                    f"the {name} header contains a line break: remove it (an API key read "
-                    "from a file or pasted often ends with one)"
-                )
+        if (name := header_break(self.headers)) is not None:
+            raise header_error(name)
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, aiohttp.ClientSession
         ] = weakref.WeakKeyDictionary()

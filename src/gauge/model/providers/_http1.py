@@ -24,11 +24,29 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gauge.errors import ConfigError
+
 USER_AGENT = "gauge (python http/1.1)"
 PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 """Characters a path keeps as they are (RFC 3986 pchar, and '%' of existing escapes)."""
 MAX_HEAD = 64 * 1024
 """Largest status line + headers accepted (aiohttp's default limit is 8190 per line)."""
+
+
+def header_break(headers: Mapping[str, str]) -> str | None:
+    """The name of a header whose value has a line break (it would split the request)."""
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            return name
+    return None
+
+
+def header_error(name: str) -> ConfigError:
+    """The one-line error for a header with a line break."""
+    return ConfigError(
+        f"the {name} header contains a line break: remove it (an API key read "
+        "from a file or pasted often ends with one)"
+    )
 
 
 class ProtocolError(Exception):
@@ -249,9 +267,8 @@ class Http1Pool:
         fixed = {"Host": host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
         fixed.update(headers)
         fixed["Content-Type"] = "application/json"
-        for value in fixed.values():
-            if "\r" in value or "\n" in value:
-                raise ValueError("a header value contains a line break")
+        if (name := header_break(fixed)) is not None:
+            raise header_error(name)
         self._fixed = "\r\n".join(f"{k}: {v}" for k, v in fixed.items()).encode("latin-1")
         # Connections belong to the event loop that made them (the sync API runs its
         # own loop in a thread): one idle stack per loop.
@@ -271,6 +288,8 @@ class Http1Pool:
             target += "?" + urlencode(params)
         head = b"POST " + target.encode() + b" HTTP/1.1\r\n" + self._fixed
         if headers:
+            if (name := header_break(headers)) is not None:
+                raise header_error(name)
             extra = "".join(f"\r\n{k}: {v}" for k, v in headers.items())
             head += extra.encode("latin-1")
         data = head + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
