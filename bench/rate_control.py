@@ -17,6 +17,14 @@ Scenarios (issue 5). Each runs the mock server in its own process and the client
             compared with `clean`, the same run without errors.
   hangs     as `latency` but 1% of requests never answered, attempt_timeout=2;
             reports the longest attempt (target <= 2.5 s).
+  stream-latency-fixed, stream-rps-noheaders
+            as `latency-fixed` and `rps-noheaders`, each sample a streamed call
+            (`Model.stream`, read to its end) instead of an eval's generate: streams
+            go through the same pipeline (slots, budgets, inference from 429s).
+  sporadic  50 ms latency, N=1000, 64 in flight, 5% of requests answered 429 with
+            Retry-After: 1 while the rate-limit headers show budget left;
+            compared with `sporadic-clean`, the same run without those 429s
+            (target: within 1.25x: the request is retried, the key not paused).
 
 For each: wall, wall / ideal, requests the server rejected (429), samples
 completed, and the CPU the client (in its eval, start-up excluded) and the
@@ -90,8 +98,22 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "attempt_timeout": 2.0,
     },
 }
+SCENARIOS["stream-latency-fixed"] = {**SCENARIOS["latency-fixed"], "stream": True}
+SCENARIOS["stream-rps-noheaders"] = {**SCENARIOS["rps-noheaders"], "stream": True}
+SCENARIOS["sporadic-clean"] = {
+    "server": ["--latency", "0.05", "--rate-headers-always"],
+    "n": 1000,
+    "in_flight": 64,
+}
+SCENARIOS["sporadic"] = {
+    "server": [*SCENARIOS["sporadic-clean"]["server"], "--sporadic-429-rate", "0.05"],
+    "n": 1000,
+    "in_flight": 64,
+}
 DEFAULT = ["latency", "rps", "rps-noheaders", "tpm", "clean", "errors", "hangs"]
 INSPECT = ["latency", "rps", "tpm", "errors", "hangs"]
+CLEAN = {"clean": "errors", "sporadic-clean": "sporadic"}
+"""The clean run each fault scenario is compared with (run it first)."""
 TPM_PER_S = 600_000 / 60
 
 
@@ -106,8 +128,10 @@ def prompts(n: int, mixed: bool) -> list[str]:
 def ideal(name: str, spec: dict[str, Any]) -> float:
     """The best possible wall time for a scenario."""
     n = spec["n"]
-    if name.startswith("rps"):
+    if name.startswith(("rps", "stream-rps")):
         return n / 50
+    if name.startswith("sporadic"):
+        return n * 0.05 / spec["in_flight"]
     if name == "tpm":
         # prompt words + the echoed reply (the same words, under max_tokens 400)
         total = sum(2 * len(p.split()) for p in prompts(n, True))
@@ -143,6 +167,8 @@ def run_gauge(name: str, base_url: str) -> dict[str, Any]:
     model = get_model("openai-api/bench/mock-model", base_url=base_url, api_key="bench")
 
     async def main() -> tuple[Any, dict[str, Any]]:
+        if spec.get("stream"):
+            return await stream_all(model, inputs, spec["in_flight"], GenerateConfig(**config))
         inner = model.api.generate
 
         async def timed(*args: Any) -> Any:  # how long each attempt really lived
@@ -181,11 +207,36 @@ def run_gauge(name: str, base_url: str) -> dict[str, Any]:
         "eval_cpu": time.process_time() - cpu,
         "completed": result.completed,
         "errors": result.errors,
-        "max_attempt": max(attempts),
+        "max_attempt": max(attempts) if attempts else 0.0,
         "final_concurrency": stats["concurrency"],
         "peak_in_flight": stats["peak_in_flight"],
         "client_429s": stats["rate_limit_hits"],
     }
+
+
+async def stream_all(
+    model: Any, inputs: list[str], in_flight: int, config: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Each input as a streamed call read to its end, `in_flight` at a time."""
+    from types import SimpleNamespace
+
+    places = asyncio.Semaphore(in_flight)
+    done = errors = 0
+
+    async def one(prompt: str) -> None:
+        nonlocal done, errors
+        async with places:
+            try:
+                text = "".join([delta async for delta in model.stream(prompt, config=config)])
+            except Exception:
+                errors += 1
+                return
+            done += text.split()[-1:] == prompt.split()[-1:]
+
+    await asyncio.gather(*(one(p) for p in inputs))
+    stats = model.rate_stats()
+    await model.close()
+    return SimpleNamespace(completed=done, errors=errors), stats
 
 
 def run_inspect(name: str, base_url: str) -> dict[str, Any]:
@@ -276,7 +327,7 @@ def report(name: str, client: str, result: dict[str, Any] | str, clean: float | 
     spec = SCENARIOS[name]
     best = ideal(name, spec)
     ratio = result["wall"] / best
-    vs_clean = f"{result['wall'] / clean:.2f}x clean" if clean and name == "errors" else ""
+    vs_clean = f"{result['wall'] / clean:.2f}x clean" if clean and name in CLEAN.values() else ""
     longest = f"longest attempt {result['max_attempt']:.2f} s" if "max_attempt" in result else ""
     conc = (
         f"final concurrency {result['final_concurrency']}, peak {result['peak_in_flight']}"
@@ -318,7 +369,7 @@ def main() -> None:
             clients.append(("inspect", args.inspect_python))
         for client, python in clients:
             result = measure(name, client, python)
-            if name == "clean" and client == "gauge" and isinstance(result, dict):
+            if name in CLEAN and client == "gauge" and isinstance(result, dict):
                 clean = result["wall"]
             print(report(name, client, result, clean), flush=True)
 

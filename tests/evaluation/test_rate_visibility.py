@@ -98,3 +98,28 @@ def test_ollama_does_not_grow_past_its_start() -> None:
         ).api.max_connections_limit()
         == 256
     )
+
+
+async def test_the_live_display_says_why_a_key_slowed_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
+    monkeypatch.setattr(progress, "REFRESH_HZ", 100)
+    console = Console(record=True, width=250, force_terminal=True, file=io.StringIO())
+    server = OpenAIServer(rate_limit=20, retry_after=0.3)
+    async with server:
+        model = get_model("openai-api/mock/m", base_url=server.url, memoize=False)
+        [result] = await eval_async(
+            Task(samples(40), scorer=match()),
+            model,
+            log_dir=tmp_path,
+            console=console,
+            config=GenerateConfig(max_retries=10),
+        )
+        await model.close()
+    assert result.completed == 40 and server.rejected > 0
+    text = console.export_text()
+    assert "slowed: " in text, text[-2000:]
+    assert "429 with Retry-After: paused" in text or "concurrency halved" in text

@@ -18,7 +18,8 @@ from gauge.model.factory import get_model
 from gauge.model.model import Model
 from gauge.model.providers._http import HTTPStatusError
 from gauge.model.providers.mock import MockFatalError
-from gauge.model.retry import FATAL_STOP, STOP_SECONDS, FatalStop, RetryPolicy
+from gauge.model.rate.stop import FATAL_STOP, STOP_SECONDS, FatalStop
+from gauge.model.retry import RetryPolicy
 from gauge.scorer import includes
 from gauge.solver import generate
 from gauge.testing import OpenAIServer

@@ -16,7 +16,7 @@ from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.content import ContentImage, ContentReasoning, ContentText
 from gauge.model.factory import get_model
-from gauge.model.limits import ConnectionLimiter, connection_limiter
+from gauge.model.limits import ConnectionLimiter
 from gauge.model.messages import (
     ChatMessage,
     ChatMessageAssistant,
@@ -134,7 +134,7 @@ class LegacyRateLimit(Exception):
 
 
 class LegacyAPI(ModelAPI):
-    """Uses only the legacy `is_rate_limit` hook."""
+    """Recognises its own rate-limit error in `classify_error`."""
 
     failures: ClassVar[int] = 0
 
@@ -150,8 +150,10 @@ class LegacyAPI(ModelAPI):
             raise LegacyRateLimit(retry_after=3)
         return ModelOutput.from_content(self.model_name, "done")
 
-    def is_rate_limit(self, ex: BaseException) -> bool:
-        return isinstance(ex, LegacyRateLimit)
+    def classify_error(self, ex: BaseException) -> RetryDecision:
+        if isinstance(ex, LegacyRateLimit):
+            return RetryDecision("rate_limit", ex.retry_after)
+        return super().classify_error(ex)
 
 
 class BrokenClassifierAPI(LegacyAPI):
@@ -202,22 +204,14 @@ class Recorder(ModelAPI):
 
 
 class CollapsingRecorder(Recorder):
-    def collapse_user_messages(self) -> bool:
-        return True
-
-    def collapse_assistant_messages(self) -> bool:
-        return True
-
-    def tools_required(self) -> bool:
-        return True
+    collapse_user_messages = True
+    collapse_assistant_messages = True
+    tools_required = True
 
 
 class ReplayingRecorder(Recorder):
-    def has_reasoning_history(self) -> bool:
-        return True
-
-    def tool_result_images(self) -> bool:
-        return True
+    has_reasoning_history = True
+    tool_result_images = True
 
 
 @pytest.fixture(autouse=True)
@@ -240,7 +234,7 @@ def providers() -> Iterator[None]:
         registry.unregister(name)
 
 
-async def test_legacy_is_rate_limit_hook_still_works() -> None:
+async def test_a_custom_rate_limit_classification_is_retried_after_its_wait() -> None:
     LegacyAPI.failures = 2
     model = get_model("legacy/x")
     sleeps = record_sleeps(model)
@@ -268,7 +262,7 @@ def test_default_classification() -> None:
 
 async def test_backoff_happens_outside_the_connection_slot() -> None:
     model = mock(errors=["transient"])
-    limiter = connection_limiter(model.api.connection_key(), 1)
+    limiter = model.key().limiter
     seen: list[tuple[int, str]] = []
     other = mock()  # same connection key: shares the one slot
 
@@ -354,7 +348,7 @@ async def test_connection_limit_never_exceeded_under_200_concurrent_calls() -> N
     config = GenerateConfig(max_connections=7)
     outputs = await asyncio.gather(*(model.generate(f"n{i}", config=config) for i in range(200)))
     assert [o.completion for o in outputs] == [f"n{i}" for i in range(200)]
-    limiter = connection_limiter(model.api.connection_key(), 7)
+    limiter = model.key().limiter
     assert peak == 7
     assert limiter.peak == 7
     assert limiter.in_flight == 0 and not limiter._waiters
@@ -370,7 +364,7 @@ async def test_adaptive_limit_starts_at_the_provider_default() -> None:
     model = mock(outputs=answer, max_connections=3)
     calls = [asyncio.ensure_future(model.generate("x")) for _ in range(30)]
     await asyncio.sleep(0.01)
-    limiter = connection_limiter(model.api.connection_key(), 3)
+    limiter = model.key().limiter
     # The first wave is the provider's default; the rest wait for slots.
     assert limiter.in_flight == 3 and len(limiter._waiters) == 27
     release.set()
@@ -409,7 +403,7 @@ async def test_config_resizes_the_shared_limiter() -> None:
     model = mock(latency=0.002)
     await asyncio.gather(*(model.generate("x", config=GenerateConfig(max_connections=2))
                            for _ in range(10)))  # fmt: skip
-    limiter = connection_limiter(model.api.connection_key(), 2)
+    limiter = model.key().limiter
     assert limiter.peak == 2
     await asyncio.gather(*(model.generate("x", config=GenerateConfig(max_connections=5))
                            for _ in range(20)))  # fmt: skip
@@ -461,7 +455,7 @@ async def test_cancelled_calls_release_their_slots() -> None:
     config = GenerateConfig(max_connections=2)
     tasks = [asyncio.create_task(model.generate("x", config=config)) for _ in range(6)]
     await asyncio.sleep(0.02)
-    limiter = connection_limiter(model.api.connection_key(), 2)
+    limiter = model.key().limiter
     assert limiter.in_flight == 2 and len(limiter._waiters) == 4
     for task in tasks:
         task.cancel()

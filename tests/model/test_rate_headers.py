@@ -1,4 +1,4 @@
-"""Rate-limit headers: parsing and what a KeyState learns from them."""
+"""Rate-limit headers: parsing and what a ConnectionKey learns from them."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from gauge.model.model import Model
 from gauge.model.output import ModelOutput
 from gauge.model.providers.mock import MockRateLimitError
 from gauge.model.rate import key_stats
-from gauge.model.rate.keys import key_state
 from gauge.model.tools import ToolChoice, ToolInfo
 from gauge.testing import OpenAIServer
 
@@ -36,7 +35,7 @@ async def test_retry_after_pauses_every_request_of_the_key_without_holding_slots
     assert other.api.connection_key() == key
 
     async def sleep(seconds: float) -> None:
-        limiter = key_state(key, 64).limiter
+        limiter = model.key().limiter
         seen.append((round(seconds, 3), limiter.in_flight))
         await asyncio.sleep(0)
 
@@ -47,11 +46,11 @@ async def test_retry_after_pauses_every_request_of_the_key_without_holding_slots
     assert 4.0 <= retry_wait <= 4.4 and seen[0][1] == 0  # backoff outside the slot
     # The pause was measured on the model's clock, which followed the fake sleep,
     # so it has passed for `model` ... but a fresh rate limit pauses `other` too.
-    state = key_state(key, 64)
-    state.pause(3.0, state.clock())
+    state = model.key()
+    state.hold(3.0, state.clock(), "test")
     assert (await other.generate("second")).completion == "second"
     assert seen[-1][1] == 0 and 2.9 < seen[-1][0] <= 3.0
-    assert state.rate_limit_hits == 1 and state.limiter.limit == 32  # 64 halved
+    assert state.counters.rate_limit_hits == 1 and state.limiter.limit == 32  # 64 halved
 
 
 async def test_rpm_budget_paces_calls_and_shows_in_stats() -> None:
@@ -164,7 +163,7 @@ async def test_a_send_enters_the_token_window_when_it_takes_its_slot() -> None:
     model = mock(latency=0.3)
     config = GenerateConfig(max_connections=1, tpm=6_000_000, max_tokens=5)
     await asyncio.gather(model.generate("a", config=config), model.generate("b", config=config))
-    window = key_state(model.api.connection_key(), 1).window
+    window = model.key().budgets.window
     assert window is not None
     first, second = (at for at, _ in window._entries)
     assert second - first == pytest.approx(0.3, abs=0.1)

@@ -9,8 +9,42 @@ from typing import Any
 
 import pytest
 
-from gauge.model.rate.keys import WINDOW_FILL, WINDOW_SLACK, key_state
-from gauge.model.rate.window import TokenWindow
+from gauge.model.api import RetryDecision
+from gauge.model.output import ModelUsage
+from gauge.model.rate.budgets import WINDOW_FILL, WINDOW_SLACK
+from gauge.model.rate.keys import ConnectionKey, Ticket, connection_key
+from gauge.model.rate.window import Entry, TokenWindow
+
+
+def ok(
+    s: ConnectionKey,
+    reserved: int,
+    used: int | None,
+    saturated: bool,
+    headers: dict[str, str] | None,
+    sent_at: float = 0.0,
+    usage: ModelUsage | None = None,
+    guess: int = 0,
+    entry: Entry | None = None,
+) -> None:
+    """A success, told the way the key stage tells it."""
+    if usage is None and used is not None:
+        usage = ModelUsage(total_tokens=used)
+    s.succeeded(Ticket(reserved, guess, entry, sent_at), usage, headers, saturated)
+
+
+def fail(
+    s: ConnectionKey,
+    kind: str,
+    retry_after: float | None,
+    reserved: int,
+    headers: dict[str, str] | None,
+    sent_at: float = 0.0,
+    entry: Entry | None = None,
+) -> bool:
+    """A failure, told the way the key stage tells it."""
+    decision = RetryDecision(kind, retry_after)  # type: ignore[arg-type]
+    return s.failed(Ticket(reserved, 0, entry, sent_at), decision, headers)
 
 
 def test_a_send_waits_until_enough_old_sends_leave_the_window() -> None:
@@ -59,7 +93,7 @@ class Clock:
 
 async def test_admission_keeps_every_second_under_the_window_share() -> None:
     clock = Clock()
-    s = key_state("p|u|k|window", 8, clock)
+    s = connection_key("p|u|k|window", 8, clock)
     s.configure(None, None, 60_000.0)  # 1000 tokens/s
     share = 1000 * WINDOW_FILL
     sent: list[tuple[float, int]] = []
@@ -77,16 +111,16 @@ async def test_admission_keeps_every_second_under_the_window_share() -> None:
 
 async def test_a_rejected_send_leaves_the_window_and_a_reply_settles_it() -> None:
     clock = Clock()
-    s = key_state("p|u|k|window2", 8, clock)
+    s = connection_key("p|u|k|window2", 8, clock)
     s.configure(None, None, 60_000.0)
-    window = s.window
+    window = s.budgets.window
     assert window is not None
     entry = await s.admit(500, clock.sleep, most=900)  # counted at its most
     assert window.total == 900
-    s.succeeded(500, 300, False, None, entry=entry)
+    ok(s, 500, 300, False, None, entry=entry)
     assert window.total == 300
     other = await s.admit(500, clock.sleep)
-    s.failed("rate_limit", None, 500, None, entry=other)
+    fail(s, "rate_limit", None, 500, None, entry=other)
     assert window.total == 300
 
 
@@ -120,7 +154,7 @@ class EventClock:
 
 async def test_a_pause_while_requests_wait_for_the_window_does_not_let_them_all_go() -> None:
     clock = EventClock()
-    s = key_state("p|u|k|window-pause", 8, clock)
+    s = connection_key("p|u|k|window-pause", 8, clock)
     s.configure(None, None, 60_000.0)  # 1000 tokens/s, a window share of 990
     sent: list[tuple[float, int]] = []
 
@@ -133,7 +167,7 @@ async def test_a_pause_while_requests_wait_for_the_window_does_not_let_them_all_
         # A 429 pauses the key just before the 900 leaves the window, while both
         # 500s wait for room: after the pause only one of them fits.
         await clock.sleep(1.885)
-        s.pause(0.5, clock.now)
+        s.hold(0.5, clock.now, "test")
 
     await clock.run(send(900, 0.0), send(500, 0.001), send(500, 0.002), rate_limited())
     assert [n for _, n in sent] == [900, 500, 500]

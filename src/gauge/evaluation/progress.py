@@ -112,6 +112,8 @@ class ProgressDisplay:
                 f"rate-limit hits {k['rate_limit_hits']}",
                 f"{k['tokens_per_minute']:,.0f} tokens/min",
             )
+            if k.get("slowed"):  # why the key slowed down, in words
+                grid.add_row("", f"slowed: {k['slowed']}")
         return grid
 
     def close(self) -> None:

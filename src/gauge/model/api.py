@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from gauge.errors import UnsupportedFeature
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.rate.adaptive import DEFAULT_MAX
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
@@ -41,6 +41,15 @@ class RetryDecision:
 
 FATAL = RetryDecision("fatal")
 TRANSIENT = RetryDecision("transient")
+
+CAPABILITIES = (
+    "collapse_user_messages",
+    "collapse_assistant_messages",
+    "tools_required",
+    "tool_result_images",
+    "has_reasoning_history",
+)
+"""The message-shaping capabilities: bool data on every ModelAPI (default False)."""
 
 
 class Secret:
@@ -71,8 +80,9 @@ class Secret:
 class ModelAPI(abc.ABC):
     """Translate one request to a provider's wire format and back; nothing else.
 
-    Subclasses set the class variables below (capabilities are data, not hooks)
-    and implement `generate`. Everything else has a working default.
+    Subclasses implement `generate` (the one required method) and set the data
+    below where the default does not fit (capabilities are data, not hooks).
+    Every other method has a working default.
     """
 
     name: ClassVar[str] = ""
@@ -93,6 +103,34 @@ class ModelAPI(abc.ABC):
     supports_chat: ClassVar[bool] = True
     supports_loglikelihood: ClassVar[bool] = False
     """Whether `loglikelihood` / `loglikelihood_rolling` are implemented."""
+
+    # Message-shaping capabilities, read by the pipeline before `generate` (prepare.py).
+    # Plain data: set them in the class body, or on the instance in `__init__` when
+    # they depend on the model (so they are not ClassVars).
+    collapse_user_messages: bool = False
+    """Consecutive user messages are merged into one (the API rejects runs of a role)."""
+    collapse_assistant_messages: bool = False
+    """Consecutive assistant messages are merged into one."""
+    tools_required: bool = False
+    """A conversation holding tool calls is sent with tool definitions (declared from
+    the history, with tool_choice "none", when the caller gives none)."""
+    tool_result_images: bool = False
+    """Tool messages may carry images; otherwise they move to a following user message."""
+    has_reasoning_history: bool = False
+    """Earlier reasoning can be replayed; `reasoning_history="auto"` keeps it ("all")
+    rather than dropping it ("none")."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A method here (the old hook form, Inspect AI's spelling) would read as True.
+        for attr in CAPABILITIES:
+            value = cls.__dict__.get(attr, False)
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"{cls.__qualname__}.{attr} must be a bool (capabilities are data, "
+                    f"not methods): write `{attr} = True` in the class body, or set "
+                    f"`self.{attr}` in __init__ when it depends on the model"
+                )
 
     def __init__(
         self,
@@ -140,10 +178,14 @@ class ModelAPI(abc.ABC):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
-        """Yield text deltas. The default yields the whole completion once."""
+    ) -> AsyncIterator[str | StreamInfo]:
+        """Yield text deltas, and StreamInfo items for the response headers, the
+        usage and the stop reason where the wire format has them. The default
+        yields the whole completion once, with its headers, usage and stop reason."""
         output = await self.generate(input, tools, tool_choice, config)
+        yield StreamInfo(headers=output.headers)
         yield output.completion
+        yield StreamInfo(usage=output.usage, stop_reason=output.stop_reason)
 
     async def loglikelihood(
         self, requests: list[LoglikelihoodRequest], config: GenerateConfig
@@ -204,40 +246,10 @@ class ModelAPI(abc.ABC):
     def classify_error(self, ex: BaseException) -> RetryDecision:
         """Map an exception from `generate` to a retry decision.
 
-        The default honours the legacy `is_rate_limit` hook, treats timeouts and
-        connection errors as transient, and everything else as fatal.
+        The default treats timeouts and connection errors as transient and
+        everything else as fatal. Override it to recognise your provider's
+        rate-limit and server errors (specific types first, then `super()`).
         """
-        if self.is_rate_limit(ex):
-            retry_after = getattr(ex, "retry_after", None)
-            return RetryDecision("rate_limit", retry_after if _is_number(retry_after) else None)
         if isinstance(ex, TimeoutError | ConnectionError):
             return TRANSIENT
         return FATAL
-
-    def is_rate_limit(self, ex: BaseException) -> bool:
-        """Legacy hook: True when `ex` is a rate-limit error (prefer `classify_error`)."""
-        return False
-
-    def collapse_user_messages(self) -> bool:
-        """Whether consecutive user messages must be merged into one."""
-        return False
-
-    def collapse_assistant_messages(self) -> bool:
-        """Whether consecutive assistant messages must be merged into one."""
-        return False
-
-    def tools_required(self) -> bool:
-        """Whether a conversation containing tool calls must be sent with tool definitions."""
-        return False
-
-    def tool_result_images(self) -> bool:
-        """Whether tool messages may carry images (else they move to a user message)."""
-        return False
-
-    def has_reasoning_history(self) -> bool:
-        """Whether earlier reasoning can be replayed to this provider."""
-        return False
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,15 +1,15 @@
 """Concurrency limits per connection key.
 
 `ConnectionLimiter` is a semaphore whose limit can change while it is in use (the
-adaptive-concurrency controller in `gauge.model.rate` resizes it). Limiters live
-per event loop, since asyncio futures cannot cross loops.
+adaptive-concurrency controller in `gauge.model.rate` resizes it). A limiter
+belongs to one event loop (its futures cannot cross loops): each connection key
+has one per loop (`gauge.model.rate.keys`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections import deque
 
 
@@ -80,21 +80,3 @@ class ConnectionLimiter:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
-
-
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ConnectionLimiter]]
-_limiters = weakref.WeakKeyDictionary()
-
-
-def connection_limiter(key: str, limit: int) -> ConnectionLimiter:
-    """The running loop's limiter for `key`, resized to `limit` when that changed."""
-    loop = asyncio.get_running_loop()
-    per_loop = _limiters.get(loop)
-    if per_loop is None:
-        per_loop = _limiters[loop] = {}
-    limiter = per_loop.get(key)
-    if limiter is None:
-        limiter = per_loop[key] = ConnectionLimiter(limit)
-    elif limiter.limit != limit:
-        limiter.set_limit(limit)
-    return limiter

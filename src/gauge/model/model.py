@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -12,19 +13,18 @@ from gauge.errors import UnsupportedConfig, UnsupportedFeature
 from gauge.model import pipeline
 from gauge.model.api import ModelAPI
 from gauge.model.cache.policy import CachePolicy
-from gauge.model.cache.stage import cache_config, is_hit, response_cache
+from gauge.model.cache.stage import cache_config, is_hit
 from gauge.model.config import ADVISORY_FIELDS, PROVIDER_FIELDS, GenerateConfig, as_config
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, ModelUsage
 from gauge.model.prepare import as_messages, prepare_messages, resolve_tools
-from gauge.model.rate.keys import key_state
-from gauge.model.rate.stage import rate_control
-from gauge.model.retry import RetryPolicy, attach_history, fatal_stop
+from gauge.model.retry import RetryPolicy
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.scoring.run import Scorer, as_requests
 from gauge.model.tools import ToolChoice, ToolInfo
 
 if TYPE_CHECKING:
+    from gauge.model.rate.keys import ConnectionKey
     from gauge.model.sync import SyncModel
 
 log = logging.getLogger("gauge.model")
@@ -58,16 +58,8 @@ class Model:
         """Backoff and budget sleep; tests swap in a fake one (the rate clock follows it)."""
         self._skew = 0.0
         self._memo_key: tuple[Any, ...] | None = None
-        self._call = pipeline.build_pipeline(
-            pipeline.provider_call(api),
-            [
-                pipeline.total_deadline,
-                response_cache(api),
-                pipeline.retry(api, self.retry_policy, self._sleep),
-                rate_control(api, self._sleep, self._clock),
-                pipeline.attempt,
-            ],
-        )
+        self._call = pipeline.model_pipeline(api, self.retry_policy, self._sleep, self._clock)
+        self._key = pipeline.key_finder(api, self._clock)
 
     @property
     def name(self) -> str:
@@ -90,11 +82,7 @@ class Model:
         `cache`: True, an expiry such as "1D", or a CachePolicy reuses stored
         responses; False turns the cache off; None follows `config.cache`.
         """
-        if cache is not None:
-            layer = cache_config(cache)
-            base = as_config(config)
-            config = layer if base is None else base.merge(layer)
-        request = self._request(input, tools, tool_choice, config)
+        request = self._request(input, tools, tool_choice, self._with_cache(config, cache))
         output = await self._call(request)
         if output.usage is not None and not is_hit(output):
             self._account(output.usage)
@@ -106,77 +94,35 @@ class Model:
         tools: list[ToolInfo] | None = None,
         tool_choice: ToolChoice | None = None,
         config: GenerateConfig | dict[str, Any] | None = None,
+        cache: bool | str | CachePolicy | None = None,
     ) -> AsyncIterator[str]:
         """Yield text deltas as they arrive.
 
-        Failures before the first delta are retried like `generate`; once text has
-        been yielded an error is raised as is. `attempt_timeout` bounds the wait for
-        each delta and `timeout` the whole stream.
+        A stream goes through the same pipeline as `generate`: failures before the
+        first delta are retried, it holds a connection slot until it ends, its
+        usage is charged to the key's budgets and counted, and with `cache` on a
+        stored reply is replayed as one delta (no request is made). Once text has
+        been yielded an error is raised as is. `attempt_timeout` bounds the wait
+        for the first delta and for each later one, `timeout` the whole stream.
         """
-        request = self._request(input, tools, tool_choice, config)
-        cfg = request.config
-        max_retries = self.retry_policy.max_retries if cfg.max_retries is None else cfg.max_retries
-        deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-        api = self.api
-        state = key_state(
-            api.connection_key(), api.max_connections(), self._clock, api.max_connections_limit()
-        )
-        state.configure(cfg.max_connections, cfg.rpm, cfg.tpm)
-        limiter = state.limiter
-        guard = fatal_stop(self.api.connection_key())
-        waited = 0.0
-        while True:
-            started_at = time.perf_counter()
-            yielded = False
-            try:
-                if guard.error is not None and guard.holds():
-                    raise guard.replay()
-                if state.gated:
-                    await state.admit(0, self._sleep)
-                await limiter.acquire()
-                try:
-                    deltas = self.api.stream(request.input, request.tools, request.tool_choice, cfg)
-                    try:
-                        while True:
-                            wait = _remaining(deadline, cfg.attempt_timeout)
-                            try:
-                                delta = await asyncio.wait_for(anext(deltas), wait)
-                            except StopAsyncIteration:
-                                if guard.count:
-                                    guard.succeeded()
-                                return
-                            yielded = True
-                            yield delta
-                    finally:
-                        # Async generators close here, deterministically; other iterators may not.
-                        if (aclose := getattr(deltas, "aclose", None)) is not None:
-                            await aclose()
-                finally:
-                    limiter.release()
-            except Exception as ex:
-                if isinstance(ex, TimeoutError) and not isinstance(ex, pipeline.AttemptTimeout):
-                    ex = pipeline.AttemptTimeout(
-                        f"stream stalled past attempt_timeout/timeout "
-                        f"({cfg.attempt_timeout or cfg.timeout}s)"
-                    )
-                decision = pipeline.classify(self.api, ex)
-                if getattr(ex, "gauge_key_stopped", None) is None:  # not a stop's replay
-                    state.failed(decision.kind, decision.retry_after, 0, None)
-                policy = self.retry_policy
-                wait_s = pipeline.next_wait(
-                    policy, guard, request, ex, decision, started_at, max_retries
-                )
-                if (
-                    yielded
-                    or wait_s is None
-                    or waited + wait_s > policy.max_total_wait
-                    or (deadline is not None and time.monotonic() + wait_s > deadline)
-                ):
-                    attach_history(ex, request.attempts)
-                    raise ex from None
-                request.attempts[-1].wait = wait_s
-                waited += wait_s
-                await pipeline.backoff(self._sleep, wait_s, decision.kind == "transient")
+        request = self._request(input, tools, tool_choice, self._with_cache(config, cache))
+        request.operation = "stream"
+        output = await self._call(request)
+        live = request.live
+        if live is None:  # a cache hit, or a stream that ended before any text
+            if output.usage is not None and not is_hit(output):
+                self._account(output.usage)
+            if output.completion:
+                yield output.completion
+            return
+        live.on_end(self._stream_ended)
+        async with contextlib.aclosing(live.deltas()) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    def _stream_ended(self, output: ModelOutput | None, error: BaseException | None) -> None:
+        if output is not None and output.usage is not None:
+            self._account(output.usage)
 
     async def loglikelihood(
         self,
@@ -231,6 +177,17 @@ class Model:
                 raise UnsupportedFeature(self.api.scoring_unsupported())
             scorer = self.__dict__["_scoring"] = Scorer(self)
         return scorer
+
+    @staticmethod
+    def _with_cache(
+        config: GenerateConfig | dict[str, Any] | None, cache: bool | str | CachePolicy | None
+    ) -> GenerateConfig | dict[str, Any] | None:
+        """`config` with the `cache` argument layered on top (None: as it is)."""
+        if cache is None:
+            return config
+        layer = cache_config(cache)
+        base = as_config(config)
+        return layer if base is None else base.merge(layer)
 
     def _score_config(
         self,
@@ -314,14 +271,17 @@ class Model:
             "honours": sorted(api.honours),
         }
 
+    def key(self) -> ConnectionKey:
+        """This model's connection key in the running event loop: its slots
+        (`limiter`), budgets, pause, early stop and counters (see rate/keys.py)."""
+        return self._key()
+
     def rate_stats(self) -> dict[str, Any]:
         """Concurrency, in flight, rate-limit hits and tokens/min of this model's key.
 
         Read inside the event loop the model runs in (states are per loop).
         """
-        api = self.api
-        key = api.connection_key()
-        return key_state(key, api.max_connections(), maximum=api.max_connections_limit()).stats()
+        return self._key().stats()
 
     def sync(self) -> SyncModel:
         """A blocking facade for scripts and notebooks."""
@@ -347,10 +307,3 @@ class Model:
 def _asks(value: object) -> bool:
     """Whether a config value asks for something (None, False, [] and {} ask for nothing)."""
     return value is not None and value is not False and value != [] and value != {}
-
-
-def _remaining(deadline: float | None, per_step: float | None) -> float | None:
-    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if per_step is None:
-        return left
-    return per_step if left is None else min(left, per_step)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -92,6 +94,9 @@ class ModelOutput(BaseModel):
     metadata: dict[str, Any] | None = None
     error: str | None = None
     """Set when the model could not produce an output (e.g. refused by a filter)."""
+    headers: Any = Field(default=None, exclude=True, repr=False)
+    """The response headers of the successful attempt, where the provider has them
+    (never serialised: not cached, not logged). Rate control learns limits from them."""
 
     @property
     def message(self) -> ChatMessageAssistant:
@@ -163,3 +168,17 @@ class ModelOutput(BaseModel):
             model=model,
             choices=[ChatCompletionChoice(message=message, stop_reason="tool_calls")],
         )
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """What a provider's stream may yield besides text deltas (see ModelAPI.stream).
+
+    Yield one before the first delta with the response headers, and one at the end
+    with the usage and stop reason: the pipeline charges the usage to the key's
+    token budget and accounts it like a generate call's.
+    """
+
+    headers: Mapping[str, str] | None = None
+    usage: ModelUsage | None = None
+    stop_reason: StopReason | None = None

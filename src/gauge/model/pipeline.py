@@ -1,52 +1,37 @@
-"""The generate pipeline: stages with one signature, composed once per Model.
+"""The pipeline: one list of stages, built once per Model, for every kind of call.
 
-    total deadline -> cache -> retry -> rate control -> attempt (deadline, timing) -> provider
+    total deadline -> cache -> retry -> connection key -> attempt -> provider
 
-The first stage listed is the outermost (Model builds the list). Retry wraps rate
-control (`gauge.model.rate.stage`: key-wide pause, RPM/TPM budgets, adaptive
-connection slot), so backoff sleeps and budget waits never hold a connection.
+The first stage listed is the outermost. generate, stream and loglikelihood
+batches all travel as a `ModelRequest` through the same stages; only the
+innermost provider call differs by `request.operation` (attempt.py). The retry
+stage hands each request its `ConnectionKey` (rate/keys.py), which the key stage
+uses for the key-wide pause, the RPM/TPM budgets and an adaptive connection
+slot: retry wraps it, so backoff sleeps and budget waits never hold a slot.
+Response headers come back on the output (`ModelOutput.headers`) or on the
+error (`.headers`), never through a side channel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from gauge.errors import ModelTimeout
-from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
-from gauge.model.config import GenerateConfig
-from gauge.model.messages import ChatMessage
+from gauge.model.api import ModelAPI, RetryDecision
+from gauge.model.attempt import AttemptTimeout, attempt, classify, provider_call
+from gauge.model.cache.stage import response_cache
 from gauge.model.output import ModelOutput
-from gauge.model.retry import (
-    Attempt,
-    FatalStop,
-    RetryPolicy,
-    attach_history,
-    describe,
-    fatal_stop,
-)
-from gauge.model.tools import ToolChoice, ToolInfo
+from gauge.model.rate.keys import ConnectionKey, connection_key
+from gauge.model.rate.stage import key_stage
+from gauge.model.rate.stop import FatalStop
+from gauge.model.request import Call, ModelRequest, Sleep, Stage
+from gauge.model.retry import Attempt, RetryPolicy, attach_history, describe
 
-
-@dataclass(slots=True)
-class ModelRequest:
-    """One prepared call travelling through the pipeline."""
-
-    input: list[ChatMessage]
-    tools: list[ToolInfo]
-    tool_choice: ToolChoice
-    config: GenerateConfig
-    attempts: list[Attempt] = field(default_factory=list)
-    """Failed attempts so far (the retry stage fills it)."""
-
-
-Call = Callable[[ModelRequest], Awaitable[ModelOutput]]
-Stage = Callable[[Call], Call]
-Sleep = Callable[[float], Awaitable[object]]
+Clock = Callable[[], float]
 
 call_observer: ContextVar[Callable[[RetryDecision], None] | None] = ContextVar(
     "gauge_call_observer", default=None
@@ -71,10 +56,11 @@ class BackoffLender(Protocol):
 backoff_lender: ContextVar[BackoffLender | None] = ContextVar("gauge_backoff_lender", default=None)
 """Told when a request of this context sleeps between attempts.
 
-The eval runner sets one per sample: a sample sleeping in backoff after a
-transient failure gives its place among the samples in flight to the next one, so
-`max_connections` samples keep sending while some wait (the sleep already holds
-no connection slot). A sample waiting out a rate limit keeps its place.
+The eval runner sets one per sample: a sample sleeping in backoff after a failure
+that left the key as it was (a transient error, a sporadic 429) gives its place
+among the samples in flight to the next one, so `max_connections` samples keep
+sending while some wait (the sleep already holds no connection slot). A sample
+waiting out a rate limit that slowed the key keeps its place.
 """
 
 
@@ -93,13 +79,30 @@ def build_pipeline(inner: Call, stages: Sequence[Stage]) -> Call:
     return call
 
 
-def provider_call(api: ModelAPI) -> Call:
-    """The innermost call: hand the request to the provider."""
+def model_pipeline(api: ModelAPI, policy: RetryPolicy, sleep: Sleep, clock: Clock) -> Call:
+    """The one pipeline of a Model: every operation goes through these stages."""
+    return build_pipeline(
+        provider_call(api),
+        [
+            total_deadline,
+            response_cache(api),
+            retry(api, policy, sleep, key_finder(api, clock)),
+            key_stage(api, sleep),
+            attempt,
+        ],
+    )
 
-    async def call(request: ModelRequest) -> ModelOutput:
-        return await api.generate(request.input, request.tools, request.tool_choice, request.config)
 
-    return call
+def key_finder(api: ModelAPI, clock: Clock) -> Callable[[], ConnectionKey]:
+    """The running loop's ConnectionKey of `api` (one per loop: futures cannot cross)."""
+    name = api.connection_key()
+    start = api.max_connections()
+    most = api.max_connections_limit()
+
+    def find() -> ConnectionKey:
+        return connection_key(name, start, clock, most)
+
+    return find
 
 
 def total_deadline(call: Call) -> Call:
@@ -109,6 +112,8 @@ def total_deadline(call: Call) -> Call:
         seconds = request.config.timeout
         if seconds is None:
             return await call(request)
+        if request.operation == "stream":
+            request.deadline = time.monotonic() + seconds
         deadline = asyncio.timeout(seconds)
         try:
             async with deadline:
@@ -126,27 +131,26 @@ def total_deadline(call: Call) -> Call:
     return stage
 
 
-def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
+def retry(
+    api: ModelAPI, policy: RetryPolicy, sleep: Sleep, find: Callable[[], ConnectionKey]
+) -> Stage:
     """Retry rate-limit and transient failures, bounded by count and total wait;
-    stop a key after `policy.fatal_stop` identical fatal errors (see retry.FatalStop)."""
-    key = api.connection_key()
+    fail at once while the key is stopped after identical fatal errors (rate/stop.py)."""
 
     def wrap(call: Call) -> Call:
         async def stage(request: ModelRequest) -> ModelOutput:
             max_retries = request.config.max_retries
             if max_retries is None:
                 max_retries = policy.max_retries
-            guard = fatal_stop(key)
+            key = request.key = find()
+            guard = key.stop
             waited = 0.0
             while True:
                 started = time.perf_counter()
                 try:
                     if guard.error is not None and guard.holds():
                         raise guard.replay()
-                    output = await call(request)
-                    if guard.count:
-                        guard.succeeded()
-                    return output
+                    return await call(request)
                 except Exception as ex:
                     decision = classify(api, ex)
                     wait = next_wait(policy, guard, request, ex, decision, started, max_retries)
@@ -155,7 +159,7 @@ def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep) -> Stage:
                         raise
                     request.attempts[-1].wait = wait
                     waited += wait
-                    lend = decision.kind == "transient"
+                    lend = request.lend
                 await backoff(sleep, wait, lend)
 
         return stage
@@ -192,9 +196,10 @@ def next_wait(
 
 
 async def backoff(sleep: Sleep, wait: float, lend: bool) -> None:
-    """Sleep before a retry; after a transient failure, lend the caller's place
-    meanwhile (`backoff_lender`). Not after a rate limit: the provider asked for
-    less traffic, and a new sample in the sleeper's place would send more."""
+    """Sleep before a retry; when the failure left the key as it was, lend the
+    caller's place meanwhile (`backoff_lender`). Not after a rate limit that slowed
+    the key: the provider asked for less traffic, and a new sample in the
+    sleeper's place would send more."""
     lender = backoff_lender.get() if lend else None
     if lender is None:
         await sleep(wait)
@@ -204,41 +209,23 @@ async def backoff(sleep: Sleep, wait: float, lend: bool) -> None:
     await lender.reclaim()
 
 
-def classify(api: ModelAPI, ex: BaseException) -> RetryDecision:
-    """The provider's decision for `ex`; our own attempt timeouts are transient."""
-    if isinstance(ex, AttemptTimeout):
-        return TRANSIENT
-    try:
-        return api.classify_error(ex)
-    except Exception:  # a broken classifier must not hide the real error
-        return RetryDecision("fatal")
-
-
-class AttemptTimeout(ModelTimeout):
-    """One attempt ran past `attempt_timeout` and was cancelled."""
-
-
-def attempt(call: Call) -> Call:
-    """Time the attempt and cancel it at `config.attempt_timeout`."""
-
-    async def stage(request: ModelRequest) -> ModelOutput:
-        seconds = request.config.attempt_timeout
-        started = time.perf_counter()
-        if seconds is None:
-            output = await call(request)
-        else:
-            deadline = asyncio.timeout(seconds)
-            try:
-                async with deadline:
-                    output = await call(request)
-            except TimeoutError as ex:
-                if not deadline.expired():
-                    raise
-                raise AttemptTimeout(
-                    f"attempt exceeded attempt_timeout={seconds:g}s and was cancelled"
-                ) from ex
-        if output.time is None:
-            output.time = time.perf_counter() - started
-        return output
-
-    return stage
+__all__ = [
+    "AttemptTimeout",
+    "BackoffLender",
+    "Call",
+    "ModelRequest",
+    "Sleep",
+    "Stage",
+    "attempt",
+    "backoff",
+    "backoff_lender",
+    "build_pipeline",
+    "call_observer",
+    "classify",
+    "model_pipeline",
+    "next_wait",
+    "observe",
+    "provider_call",
+    "retry",
+    "total_deadline",
+]

@@ -61,11 +61,11 @@ def prepare_messages(
                 has_tool_images = True
     if has_reasoning:
         messages = filter_reasoning(messages, resolve_reasoning_history(api, config))
-    if has_tool_images and not api.tool_result_images():
+    if has_tool_images and not api.tool_result_images:
         messages = move_tool_images(messages)
-    if api.collapse_user_messages():
+    if api.collapse_user_messages:
         messages = collapse(messages, "user")
-    if api.collapse_assistant_messages():
+    if api.collapse_assistant_messages:
         messages = collapse(messages, "assistant")
     return messages
 
@@ -119,7 +119,7 @@ def resolve_reasoning_history(api: ModelAPI, config: GenerateConfig) -> str:
     """none | all | last, from the config and what the provider can replay."""
     choice = config.reasoning_history or "auto"
     if choice == "auto":
-        return "all" if api.has_reasoning_history() else "none"
+        return "all" if api.has_reasoning_history else "none"
     return choice
 
 
@@ -196,7 +196,7 @@ def resolve_tools(
     api: ModelAPI,
 ) -> tuple[list[ToolInfo], ToolChoice]:
     """Default the tool choice, and declare history tools for providers that need them."""
-    if not tools and api.tools_required():
+    if not tools and api.tools_required:
         names = {
             call.function
             for m in messages

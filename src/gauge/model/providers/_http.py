@@ -22,8 +22,8 @@ import orjson
 
 from gauge.errors import ConfigError
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
+from gauge.model.output import StreamInfo
 from gauge.model.providers._http1 import Http1Pool, ProtocolError, header_break, header_error
-from gauge.model.rate.sink import offer
 
 if TYPE_CHECKING:
     import aiohttp
@@ -146,8 +146,12 @@ class HttpClient:
         payload: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> AsyncGenerator[bytes, None]:
-        """POST `payload` and yield each server-sent event's `data` (without `[DONE]`)."""
+    ) -> AsyncGenerator[bytes | StreamInfo, None]:
+        """POST `payload` and yield each server-sent event's `data` (without `[DONE]`).
+
+        The first item is a StreamInfo with the response headers: a provider's
+        stream passes it on, and the pipeline learns rate limits from it.
+        """
         import aiohttp
 
         hdrs = {
@@ -161,7 +165,7 @@ class HttpClient:
             ) as response:
                 if response.status >= 300:
                     _decode(response.status, await response.read(), response.headers)
-                offer(response.headers)
+                yield StreamInfo(headers=response.headers)
                 data: list[bytes] = []
                 async for line in response.content:
                     line = line.rstrip(b"\r\n")
@@ -200,7 +204,6 @@ def _connection_failure(base_url: str, ex: Exception) -> str:
 def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, Mapping[str, str]]:
     # Headers are passed through as the response's own case-insensitive mapping:
     # copying them on every success costs more than the rest of the decoding.
-    offer(headers)  # to the rate stage, which learns x-ratelimit-* limits from them
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

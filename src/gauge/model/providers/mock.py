@@ -34,7 +34,13 @@ from gauge.model._build import trusted
 from gauge.model.api import FATAL, TRANSIENT, ModelAPI, RetryDecision
 from gauge.model.config import PROVIDER_FIELDS, GenerateConfig
 from gauge.model.messages import ChatMessage, ChatMessageAssistant
-from gauge.model.output import ChatCompletionChoice, ModelOutput, ModelUsage, StopReason
+from gauge.model.output import (
+    ChatCompletionChoice,
+    ModelOutput,
+    ModelUsage,
+    StopReason,
+    StreamInfo,
+)
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest, with_usage
 from gauge.model.tools import ToolChoice, ToolInfo
 
@@ -146,11 +152,12 @@ class MockAPI(ModelAPI):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | StreamInfo]:
         output = await self.generate(input, tools, tool_choice, config)
         for i, word in enumerate(output.completion.split(" ")):
             await asyncio.sleep(0)
             yield word if i == 0 else " " + word
+        yield StreamInfo(usage=output.usage, stop_reason=output.stop_reason)
 
     async def loglikelihood(
         self, requests: list[LoglikelihoodRequest], config: GenerateConfig
@@ -272,6 +279,7 @@ class MockAPI(ModelAPI):
                 "time": None,
                 "metadata": None,
                 "error": None,
+                "headers": None,
             },
         )
 

@@ -5,12 +5,12 @@
         total deadline -> retry -> rate control -> attempt -> api.loglikelihood
     -> cache stores -> results in input order
 
-The batch stages are the generate pipeline's own (pipeline.py, rate/stage.py):
-a batch travels as a `ScoringCall`, a ModelRequest whose innermost call asks the
-provider to score instead of generate. The generate pipeline is untouched, and
-the cache stage is left out here because scoring caches per item, not per batch.
-Concurrency needs no extra limit: the rate stage's connection slot bounds the
-batches in flight per connection key, as it bounds generate calls.
+A batch travels through the Model's one pipeline (pipeline.py) as a ModelRequest
+whose operation asks the provider to score instead of generate. Its cache stage
+is passed over (the batch's config has the cache off) because scoring caches per
+item, here, in the same store. Concurrency needs no extra limit: the key stage's
+connection slot bounds the batches in flight per connection key, as it bounds
+generate calls.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 
-from gauge.errors import ConfigError, ModelError
-from gauge.model import pipeline
+from gauge.errors import ConfigError
 from gauge.model.cache.key import (
     CacheKey,
     args_material,
@@ -37,8 +35,7 @@ from gauge.model.cache.policy import CachePolicy, as_policy, cache_epoch
 from gauge.model.cache.stage import current_worker, is_fresh
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessageUser
-from gauge.model.output import ModelOutput, ModelUsage
-from gauge.model.rate.stage import rate_control
+from gauge.model.request import ModelRequest
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 
 if TYPE_CHECKING:
@@ -51,30 +48,11 @@ CACHE_SCHEMA = 1
 """Bump when the scoring key material or the stored value format changes."""
 
 
-@dataclass(slots=True)
-class ScoringCall(pipeline.ModelRequest):
-    """One provider batch of scoring work, travelling through the pipeline stages."""
-
-    operation: Operation = "loglikelihood"
-    items: list[Any] = field(default_factory=list)
-    results: list[Loglikelihood] | None = None
-
-
 class Scorer:
-    """The scoring pipeline of one Model (built on first use, reused after)."""
+    """The scoring side of one Model (built on first use, reused after)."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        api = model.api
-        self._call = pipeline.build_pipeline(
-            _provider_call(model),
-            [
-                pipeline.total_deadline,
-                pipeline.retry(api, model.retry_policy, model._sleep),
-                rate_control(api, model._sleep, model._clock),
-                pipeline.attempt,
-            ],
-        )
 
     async def run(
         self, operation: Operation, items: Sequence[Item], config: GenerateConfig
@@ -115,12 +93,12 @@ class Scorer:
     ) -> list[Loglikelihood]:
         # The rate stage estimates tokens from the input's text when a TPM budget is
         # set, plus max_tokens: scoring generates nothing, so that is dropped.
-        if config.max_tokens is not None:
-            config = config.model_copy(update={"max_tokens": None})
+        # The cache is per item (run), not per batch.
+        config = config.model_copy(update={"max_tokens": None, "cache": None})
         texts = [i if isinstance(i, str) else i.context + i.continuation for i in items]
         message = ChatMessageUser(content="\n".join(texts))
-        request = ScoringCall([message], [], "auto", config, operation=operation, items=items)
-        output = await self._call(request)
+        request = ModelRequest([message], [], "auto", config, operation=operation, items=items)
+        output = await self.model._call(request)
         if output.usage is not None:
             self.model._account(output.usage)
         assert request.results is not None  # set by the provider call that returned
@@ -196,27 +174,6 @@ def _show(value: object) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-def _provider_call(model: Model) -> pipeline.Call:
-    api = model.api
-
-    async def call(request: pipeline.ModelRequest) -> ModelOutput:
-        assert isinstance(request, ScoringCall)  # only ScoringCalls enter this pipeline
-        if request.operation == "loglikelihood":
-            results = await api.loglikelihood(request.items, request.config)
-        else:
-            results = await api.loglikelihood_rolling(request.items, request.config)
-        if len(results) != len(request.items):
-            raise ModelError(
-                f"provider {api.name!r} returned {len(results)} scores for "
-                f"{len(request.items)} requests; this is a bug in the provider"
-            )
-        request.results = list(results)
-        usage: ModelUsage | None = getattr(results, "usage", None)
-        return ModelOutput.model_construct(model=api.model_name, choices=[], usage=usage)
-
-    return call
-
-
 def _policy(config: GenerateConfig) -> CachePolicy | None:
     setting = config.cache
     if not setting:
@@ -247,4 +204,4 @@ def _row(
     )
 
 
-__all__ = ["Scorer", "ScoringCall", "as_requests"]
+__all__ = ["Scorer", "as_requests"]

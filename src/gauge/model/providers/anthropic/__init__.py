@@ -19,7 +19,7 @@ from gauge.errors import ConfigError
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, HTTPConnectionError
 from gauge.model.providers.anthropic import errors
 from gauge.model.providers.anthropic.request import build_body
@@ -53,6 +53,14 @@ class AnthropicAPI(ModelAPI):
         }
     )
     supports_streaming = True
+    # The Messages API rejects consecutive messages of one role, and a conversation
+    # holding tool_use blocks unless tools are declared. Tool results may carry
+    # images, and signed thinking blocks can be replayed.
+    collapse_user_messages = True
+    collapse_assistant_messages = True
+    tools_required = True
+    tool_result_images = True
+    has_reasoning_history = True
 
     def __init__(
         self,
@@ -83,8 +91,12 @@ class AnthropicAPI(ModelAPI):
         body = build_body(
             self.model_name, input, tools, tool_choice, config, default_max_tokens(self.model_name)
         )
-        data, _ = await self._client.post_json(MESSAGES_PATH, body, headers=config.extra_headers)
-        return parse_message(data, self.model_name)
+        data, headers = await self._client.post_json(
+            MESSAGES_PATH, body, headers=config.extra_headers
+        )
+        output = parse_message(data, self.model_name)
+        output.headers = headers
+        return output
 
     async def stream(
         self,
@@ -92,13 +104,16 @@ class AnthropicAPI(ModelAPI):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | StreamInfo]:
         body = build_body(
             self.model_name, input, tools, tool_choice, config, default_max_tokens(self.model_name)
         )
         body["stream"] = True
         events = self._client.stream_sse(MESSAGES_PATH, body, headers=config.extra_headers)
         async for data in events:
+            if isinstance(data, StreamInfo):  # the response headers
+                yield data
+                continue
             try:
                 event = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -111,22 +126,6 @@ class AnthropicAPI(ModelAPI):
 
     def max_tokens(self) -> int | None:
         return default_max_tokens(self.model_name)
-
-    def collapse_user_messages(self) -> bool:
-        return True
-
-    def collapse_assistant_messages(self) -> bool:
-        return True
-
-    def tools_required(self) -> bool:
-        # A conversation holding tool_use blocks is rejected unless tools are declared.
-        return True
-
-    def tool_result_images(self) -> bool:
-        return True
-
-    def has_reasoning_history(self) -> bool:
-        return True
 
     async def close(self) -> None:
         await self._client.close()

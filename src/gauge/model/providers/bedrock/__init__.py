@@ -51,6 +51,10 @@ class BedrockAPI(ModelAPI):
     base_url_vars = ("BEDROCK_BASE_URL",)
     default_base_url = "https://bedrock-runtime.{region}.amazonaws.com"
     supports_streaming = True
+    # Converse rejects consecutive messages of one role, and tool blocks without toolConfig.
+    collapse_user_messages = True
+    collapse_assistant_messages = True
+    tools_required = True
     honours = frozenset(
         {
             "max_tokens",
@@ -89,6 +93,8 @@ class BedrockAPI(ModelAPI):
         self._converse_url = f"{path}/converse"
         self._stream_url = f"{path}/converse-stream"
         self._family = model_family(model_name)
+        # Only Anthropic models on Bedrock replay their (signed) reasoning.
+        self.has_reasoning_history = self._family == "anthropic"
 
     async def generate(
         self,
@@ -163,18 +169,6 @@ class BedrockAPI(ModelAPI):
 
     def connection_key(self) -> str:
         return f"bedrock|{self.base_url}|{self._auth.profile or ''}|{self.model_name}"
-
-    def collapse_user_messages(self) -> bool:
-        return True
-
-    def collapse_assistant_messages(self) -> bool:
-        return True
-
-    def tools_required(self) -> bool:
-        return True
-
-    def has_reasoning_history(self) -> bool:
-        return self._family == "anthropic"
 
     async def close(self) -> None:
         await self._http.close()

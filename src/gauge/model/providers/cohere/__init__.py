@@ -15,7 +15,7 @@ import orjson
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, HTTPConnectionError, HTTPStatusError
 from gauge.model.providers.cohere.errors import CohereError, classify
 from gauge.model.providers.cohere.request import chat_body
@@ -73,10 +73,12 @@ class CohereAPI(ModelAPI):
     ) -> ModelOutput:
         body = chat_body(self.model_name, input, tools, tool_choice, config)
         try:
-            answer, _ = await self._http.post_json("v2/chat", body, config.extra_headers)
+            answer, headers = await self._http.post_json("v2/chat", body, config.extra_headers)
         except HTTPStatusError as ex:
             raise CohereError(ex) from None
-        return model_output(answer, self.model_name)
+        output = model_output(answer, self.model_name)
+        output.headers = headers
+        return output
 
     async def stream(
         self,
@@ -84,10 +86,13 @@ class CohereAPI(ModelAPI):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | StreamInfo]:
         body = chat_body(self.model_name, input, tools, tool_choice, config, stream=True)
         try:
             async for data in self._http.stream_sse("v2/chat", body, config.extra_headers):
+                if isinstance(data, StreamInfo):  # the response headers
+                    yield data
+                    continue
                 try:
                     event = orjson.loads(data)
                 except orjson.JSONDecodeError:

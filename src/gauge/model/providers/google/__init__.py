@@ -25,7 +25,7 @@ from gauge.errors import ConfigError, MissingAPIKey
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, HTTPConnectionError
 from gauge.model.providers.google import errors
 from gauge.model.providers.google.request import build_body
@@ -72,6 +72,7 @@ class GoogleAPI(ModelAPI):
         }
     )
     supports_streaming = True
+    has_reasoning_history = True  # thought signatures go back with function calls (2.5+)
 
     def __init__(
         self,
@@ -135,8 +136,10 @@ class GoogleAPI(ModelAPI):
     ) -> ModelOutput:
         body = build_body(input, tools, tool_choice, config, self.safety_settings)
         path, headers = await self._target("generateContent", config)
-        data, _ = await self._client.post_json(path, body, headers=headers)
-        return parse_response(data, self.model_name)
+        data, answer_headers = await self._client.post_json(path, body, headers=headers)
+        output = parse_response(data, self.model_name)
+        output.headers = answer_headers
+        return output
 
     async def stream(
         self,
@@ -144,11 +147,14 @@ class GoogleAPI(ModelAPI):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | StreamInfo]:
         body = build_body(input, tools, tool_choice, config, self.safety_settings)
         path, headers = await self._target("streamGenerateContent", config)
         chunks = self._client.stream_sse(path, body, headers=headers, params={"alt": "sse"})
         async for data in chunks:
+            if isinstance(data, StreamInfo):  # the response headers
+                yield data
+                continue
             try:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -179,10 +185,6 @@ class GoogleAPI(ModelAPI):
         if self.vertex:
             return f"google|vertex|{self.project}|{self.location}|{self.model_name}"
         return super().connection_key()
-
-    def has_reasoning_history(self) -> bool:
-        # Thought signatures must go back with function calls (Gemini 2.5+).
-        return True
 
     async def close(self) -> None:
         await self._client.close()

@@ -85,32 +85,8 @@ def bundled_path() -> Path:
 def spec_from_args(model_name: str, model_args: dict[str, Any]) -> LoadSpec:
     """Resolve `hf/<model_name>` and its `-M` args into a LoadSpec (no heavy imports)."""
     args = dict(model_args)
-    model_path = args.pop("model_path", None)
+    model_path = _model_path(model_name, args.pop("model_path", None))
     tokenizer_path = args.pop("tokenizer_path", None)
-    if model_name == "local":
-        if not model_path:
-            raise ConfigError(
-                "hf/local needs the model directory: add -M model_path=DIR "
-                "(and -M tokenizer_path=DIR if the tokenizer lives elsewhere)"
-            )
-        model_path = _existing_dir(str(model_path), "model_path")
-    elif model_path:
-        raise ConfigError(
-            f"-M model_path is only for hf/local; use hf/local -M model_path={model_path} "
-            f"or hf/{model_name} without it"
-        )
-    elif model_name == BUNDLED:
-        path = bundled_path()
-        if not (path / "config.json").is_file():
-            raise ConfigError(
-                f"the bundled model {BUNDLED} is missing from {path}; reinstall gauge "
-                "or rebuild it with: python scripts/train_tiny_model.py"
-            )
-        model_path = str(path)
-    elif _looks_like_path(model_name):
-        model_path = _existing_dir(model_name, "model")
-    else:
-        model_path = model_name
     if tokenizer_path:
         tokenizer_path = (
             _existing_dir(str(tokenizer_path), "tokenizer_path")
@@ -120,24 +96,9 @@ def spec_from_args(model_name: str, model_args: dict[str, Any]) -> LoadSpec:
     device = args.pop("device", None)
     if device is not None and str(device).isdigit():
         device = f"cuda:{device}"  # -M device=1 parses as a number: GPU 1
-    dtype = args.pop("dtype", None)
-    if dtype is not None:
-        key = str(dtype).lower().removeprefix("torch.")
-        if key not in _DTYPES:
-            raise ConfigError(
-                f"-M dtype={dtype} is not known; use one of float32, float16, bfloat16, auto"
-            )
-        dtype = _DTYPES[key]
+    dtype = _dtype(args.pop("dtype", None))
     trust = parse_bool(args.pop("trust_remote_code", False), "trust_remote_code")
-    threads = args.pop("threads", None)
-    if threads is not None:
-        if not str(threads).isdigit() or int(threads) < 1:
-            raise ConfigError(f"-M threads={threads} must be a whole number >= 1")
-        threads = int(threads)
-    elif model_name == BUNDLED:
-        # A 138k-parameter model gains nothing from intra-op parallelism, and on a
-        # busy machine spinning OpenMP threads made each batch ~25x slower.
-        threads = 1
+    threads = _threads(model_name, args.pop("threads", None))
     shared = {name: args.pop(name) for name in _SHARED_ARGS if name in args}
     if "local_files_only" in shared:
         shared["local_files_only"] = parse_bool(shared["local_files_only"], "local_files_only")
@@ -151,6 +112,56 @@ def spec_from_args(model_name: str, model_args: dict[str, Any]) -> LoadSpec:
         shared_kwargs=tuple(sorted(shared.items())),
         model_kwargs=tuple(sorted(args.items())),
     )
+
+
+def _model_path(model_name: str, model_path: Any) -> str:
+    """Where `hf/<model_name>` loads from (a directory, or a hub id)."""
+    if model_name == "local":
+        if not model_path:
+            raise ConfigError(
+                "hf/local needs the model directory: add -M model_path=DIR "
+                "(and -M tokenizer_path=DIR if the tokenizer lives elsewhere)"
+            )
+        return _existing_dir(str(model_path), "model_path")
+    if model_path:
+        raise ConfigError(
+            f"-M model_path is only for hf/local; use hf/local -M model_path={model_path} "
+            f"or hf/{model_name} without it"
+        )
+    if model_name == BUNDLED:
+        path = bundled_path()
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"the bundled model {BUNDLED} is missing from {path}; reinstall gauge "
+                "or rebuild it with: python scripts/train_tiny_model.py"
+            )
+        return str(path)
+    if _looks_like_path(model_name):
+        return _existing_dir(model_name, "model")
+    return model_name
+
+
+def _dtype(dtype: Any) -> Any:
+    if dtype is None:
+        return None
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ConfigError(
+            f"-M dtype={dtype} is not known; use one of float32, float16, bfloat16, auto"
+        )
+    return _DTYPES[key]
+
+
+def _threads(model_name: str, threads: Any) -> int | None:
+    if threads is not None:
+        if not str(threads).isdigit() or int(threads) < 1:
+            raise ConfigError(f"-M threads={threads} must be a whole number >= 1")
+        return int(threads)
+    if model_name == BUNDLED:
+        # A 138k-parameter model gains nothing from intra-op parallelism, and on a
+        # busy machine spinning OpenMP threads made each batch ~25x slower.
+        return 1
+    return None
 
 
 def load(spec: LoadSpec) -> Loaded:

@@ -48,6 +48,7 @@ def build_output(result: GenResult, model: str, token_bytes: TokenBytesFn) -> Mo
             "time": None,
             "metadata": None,
             "error": None,
+            "headers": None,
         },
     )
 

@@ -23,7 +23,7 @@ from gauge.errors import ConfigError
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, HTTPConnectionError, HTTPStatusError
 from gauge.model.providers.mistral import errors
 from gauge.model.providers.mistral.request import build_body
@@ -59,6 +59,7 @@ class MistralAPI(ModelAPI):
         }
     )
     supports_streaming = True
+    collapse_user_messages = True  # the API rejects consecutive user messages
 
     def __init__(
         self,
@@ -102,10 +103,14 @@ class MistralAPI(ModelAPI):
     ) -> ModelOutput:
         body = build_body(self.model_name, input, tools, tool_choice, config, self.safe_prompt)
         try:
-            data, _ = await self._client.post_json(CHAT_PATH, body, headers=config.extra_headers)
+            data, headers = await self._client.post_json(
+                CHAT_PATH, body, headers=config.extra_headers
+            )
         except HTTPStatusError as ex:
             raise errors.with_message(ex) from None
-        return parse_completion(data, self.model_name)
+        output = parse_completion(data, self.model_name)
+        output.headers = headers
+        return output
 
     async def stream(
         self,
@@ -113,13 +118,16 @@ class MistralAPI(ModelAPI):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | StreamInfo]:
         body = build_body(self.model_name, input, tools, tool_choice, config, self.safe_prompt)
         body["stream"] = True
         try:
             async for data in self._client.stream_sse(
                 CHAT_PATH, body, headers=config.extra_headers
             ):
+                if isinstance(data, StreamInfo):  # the response headers
+                    yield data
+                    continue
                 try:
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError:
@@ -131,9 +139,6 @@ class MistralAPI(ModelAPI):
 
     def classify_error(self, ex: BaseException) -> RetryDecision:
         return errors.classify(ex)
-
-    def collapse_user_messages(self) -> bool:
-        return True
 
     async def close(self) -> None:
         await self._client.close()

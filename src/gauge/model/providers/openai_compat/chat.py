@@ -17,13 +17,13 @@ from gauge.errors import ConfigError
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, classify_http
 from gauge.model.providers.openai_compat.request import OPENAI_DIALECT, Dialect, chat_body
 from gauge.model.providers.openai_compat.response import (
     MalformedResponse,
     chat_output,
-    chunk_text,
+    stream_chunk,
 )
 from gauge.model.tools import ToolChoice, ToolInfo
 
@@ -158,10 +158,12 @@ class OpenAIChatAPI(ModelAPI):
         config: GenerateConfig,
     ) -> ModelOutput:
         body = self.body(input, tools, tool_choice, config)
-        data, _ = await self.client.post_json(
+        data, headers = await self.client.post_json(
             self.endpoint(), body, config.extra_headers, self.query_params()
         )
-        return self.output(data)
+        output = self.output(data)
+        output.headers = headers
+        return output
 
     def output(self, data: Any) -> ModelOutput:
         """Translate a response body."""
@@ -173,7 +175,7 @@ class OpenAIChatAPI(ModelAPI):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | StreamInfo]:
         body = self.body(input, tools, tool_choice, config)
         body["stream"] = True
         if self.dialect.stream_usage:
@@ -185,10 +187,15 @@ class OpenAIChatAPI(ModelAPI):
         # aclosing: a consumer that stops early releases the connection now, not at GC.
         async with contextlib.aclosing(events):
             async for event in events:
-                text, done = chunk_text(event, self.stream_text_key)
-                finished = finished or done
+                if isinstance(event, StreamInfo):  # the response headers
+                    yield event
+                    continue
+                text, info = stream_chunk(event, self.stream_text_key)
                 if text:
                     yield text
+                if info is not None:
+                    finished = finished or info.stop_reason is not None
+                    yield info
         if not finished:
             raise MalformedResponse("stream ended before a finish_reason was sent (truncated)")
 

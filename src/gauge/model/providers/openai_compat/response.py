@@ -22,6 +22,7 @@ from gauge.model.output import (
     ModelOutput,
     ModelUsage,
     StopReason,
+    StreamInfo,
     TopLogprob,
 )
 from gauge.model.providers._http import HTTPConnectionError, HTTPStatusError, error_message
@@ -95,6 +96,7 @@ def _output(model: str, choices: list[ChatCompletionChoice], body: dict[str, Any
             "time": None,
             "metadata": None,
             "error": None,
+            "headers": None,
         },
     )
 
@@ -273,10 +275,18 @@ def usage(data: Any) -> ModelUsage | None:
 
 
 def chunk_text(event: bytes, text_key: str = "delta") -> tuple[str, bool]:
-    """(text delta, first choice finished) from one SSE `data` payload.
+    """(text delta, first choice finished) from one SSE `data` payload."""
+    text, info = stream_chunk(event, text_key)
+    return text, info is not None and info.stop_reason is not None
+
+
+def stream_chunk(event: bytes, text_key: str = "delta") -> tuple[str, StreamInfo | None]:
+    """(text delta, what else the chunk said) from one SSE `data` payload.
 
     `text_key` is `delta` for chat chunks (`choices[0].delta.content`) and `text`
-    for completions chunks (`choices[0].text`). An error event raises.
+    for completions chunks (`choices[0].text`). The StreamInfo carries the first
+    choice's stop reason when it finished, and the usage of the closing chunk
+    (`stream_options.include_usage`). An error event raises.
     """
     try:
         chunk = orjson.loads(event)
@@ -286,17 +296,21 @@ def chunk_text(event: bytes, text_key: str = "delta") -> tuple[str, bool]:
         raise MalformedResponse(f"stream event is not a JSON object: {event[:200]!r}")
     if "error" in chunk and not chunk.get("choices"):
         raise HTTPStatusError(_error_status(chunk["error"]), error_message(chunk), chunk)
+    spent = usage(chunk.get("usage")) if chunk.get("usage") else None
+    info = None if spent is None else StreamInfo(usage=spent)
     choices = chunk.get("choices") or ()
     if not choices:
-        return "", False  # the usage-only chunk that closes a stream
+        return "", info  # the usage-only chunk that closes a stream
     choice = choices[0]
     if choice.get("index", 0) != 0:
-        return "", False  # with n > 1 only the first choice is streamed as text
-    finished = choice.get("finish_reason") is not None
+        return "", info  # with n > 1 only the first choice is streamed as text
+    if (reason := choice.get("finish_reason")) is not None:
+        info = info or StreamInfo()
+        info.stop_reason = STOP_REASONS.get(reason, "unknown")
     if text_key == "text":
-        return choice.get("text") or "", finished
+        return choice.get("text") or "", info
     delta = choice.get("delta") or {}
-    return delta.get("content") or "", finished
+    return delta.get("content") or "", info
 
 
 def _error_status(error: Any) -> int:
