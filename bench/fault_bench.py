@@ -117,7 +117,7 @@ async def run_eval(base_url: str, n: int, log_dir: str) -> dict[str, Any]:
         model_base_url=base_url,
         config=config,
         max_errors=n,
-        max_connections=IN_FLIGHT,
+        max_samples=IN_FLIGHT,
         display=False,
         log_dir=log_dir,
     )

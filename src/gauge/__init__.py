@@ -47,6 +47,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from gauge.errors import GaugeError
+    from gauge.evaluation.runner import eval, eval_async
+    from gauge.evaluation.task import Task, task
     from gauge.model.config import GenerateConfig
     from gauge.model.factory import get_model, model_from_config
     from gauge.model.messages import (

@@ -147,7 +147,11 @@ def test_model_args_and_model_config_file(
     [records] = journals(tmp_path / "logs")
     assert records[0]["model"]["name"] == "mock/filed"
     assert records[0]["model_args"] == {"latency": 0.0, "seed": 5}
-    assert records[0]["config"] == {"max_tokens": 1}
+    # The file's settings are the model's layer (a task's config or a flag overrides them).
+    assert records[0]["config_layers"] == {"model": {"max_tokens": 1}, "task": {}, "run": {}}
+    assert records[0]["config"] == {}
+    assert records[0]["resolved_config"] == {"max_tokens": 1}
+    assert records[0]["model"]["max_tokens"] == 1
 
 
 def test_comma_list_of_models_prints_one_side_by_side_table(
@@ -335,3 +339,94 @@ def test_every_generate_config_field_has_a_flag_and_env_twin() -> None:
     for param in eval_command.params:
         if isinstance(param, click.Option):
             assert param.envvar and param.envvar.startswith("GAUGE_"), param.name
+
+
+CONFIGURED_TASK = """
+from gauge import GenerateConfig, Task, task
+from gauge.dataset import Sample
+from gauge.scorer import match
+
+@task
+def echo(n: int = 6, connections: int = 0) -> Task:
+    # Only a given value is set (an explicit None would clear the model's layer).
+    config = GenerateConfig(max_connections=connections) if connections else GenerateConfig()
+    return Task([Sample(input=f"w{i}", target=f"w{i}", id=i) for i in range(n)],
+                scorer=match(), config=config)
+"""
+
+
+def header_and_summary(log_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    [records] = journals(log_dir)
+    return records[0], records[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "connections", "in_flight", "retries"),
+    [
+        # -M max_connections is the mock's default (its adaptive start): the flag fixes it.
+        (["-M", "max_connections=5", "--max-connections", "3"], 3, 3, None),
+        (["-M", "max_connections=5"], None, 256, None),  # adaptive: from 5 up to 256
+        (["-M", "num_concurrent=5"], 5, 5, None),  # lm-eval's alias: the model's layer
+        (["-T", "connections=2", "-M", "num_concurrent=5"], 2, 2, None),  # task > model
+        (["-T", "connections=2", "--max-connections", "3"], 3, 3, None),  # flag > task
+        (["--model-config", "{file}", "-T", "connections=2"], 2, 2, 4),  # task > file
+        (["--model-config", "{file}"], 7, 7, 4),
+        (["--model-config", "{file}", "--max-connections", "4"], 4, 4, 4),  # flag > file
+        (["--model-config", "{file}", "--max-retries", "0"], 7, 7, 0),
+    ],
+)
+def test_max_connections_resolves_by_one_precedence(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    args: list[str],
+    connections: int | None,
+    in_flight: int,
+    retries: int | None,
+) -> None:
+    (tmp_path / "configured.py").write_text(CONFIGURED_TASK)
+    (tmp_path / "model.yaml").write_text("max_connections: 7\nmax_retries: 4\n")
+    args = [a.format(file=tmp_path / "model.yaml") for a in args]
+    logs = tmp_path / "logs"
+    code, _, err = run(
+        capsys,
+        "eval",
+        str(tmp_path / "configured.py"),
+        "-m",
+        "mock/p",
+        *args,
+        "--log-dir",
+        str(logs),
+    )
+    assert code == 0, err
+    header, summary = header_and_summary(logs)
+    # One value: the header's settings, the samples in flight and the key's limit agree.
+    assert header["pipeline"]["max_connections"] == connections
+    assert header["resolved_config"].get("max_connections") == connections
+    assert header["pipeline"]["max_retries"] == retries
+    assert header["eval"]["samples_in_flight"] == in_flight
+    rate = summary["rate_control"]
+    assert rate["adaptive"] is (connections is None)
+    if connections is not None:
+        assert rate["concurrency"] == connections
+
+
+@pytest.mark.parametrize("alias", ["num_concurrent=5", "max_retries=2"])
+def test_an_lm_eval_alias_and_a_different_flag_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], task_file: Path, tmp_path: Path, alias: str
+) -> None:
+    flag = ["--max-connections", "3"] if alias.startswith("num") else ["--max-retries", "1"]
+    code, _, err = run(
+        capsys,
+        "eval",
+        str(task_file),
+        "-m",
+        "mock/x",
+        "-M",
+        alias,
+        *flag,
+        "--log-dir",
+        str(tmp_path),
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert f"-M {alias} conflicts with" in err and "give only one" in err
+    assert not list(tmp_path.glob("*.jsonl"))

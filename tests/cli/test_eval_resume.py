@@ -8,8 +8,10 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
 TASK = """
 from gauge import Task, task
@@ -107,3 +109,120 @@ def test_kill_and_resume_loses_nothing_and_repeats_nothing(tmp_path: Path) -> No
     summary = orjson.loads(journal.read_bytes().splitlines()[-1])
     assert summary["type"] == "summary" and summary["completed"] == total
     assert f"{total}/{total}".encode() in out
+
+
+# -- settings on resume: restored to the layer they came from, one resolved value --
+
+ECHO = """
+from gauge import Task, task
+from gauge.dataset import Sample
+from gauge.scorer import match
+
+@task
+def echo(n: int = 8) -> Task:
+    return Task([Sample(input=f"w{i}", target=f"w{i}", id=i) for i in range(n)], scorer=match())
+"""
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from gauge.cli.main import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as ex:
+        code = int(ex.code or 0)
+    _, err = capsys.readouterr()
+    return code, err
+
+
+def records(journal: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in journal.read_bytes().splitlines()]
+
+
+def started(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str
+) -> tuple[Path, dict[str, Any]]:
+    """A journal of 2 of the task's 8 samples, run with `args`; and its header."""
+    (tmp_path / "echo.py").write_text(ECHO)
+    logs = tmp_path / "logs"
+    code, err = cli(capsys, "eval", str(tmp_path / "echo.py"), "-m", "mock/r", "--limit", "2",
+                    "--log-dir", str(logs), "--no-display", *args)  # fmt: skip
+    assert code == 0, err
+    [journal] = logs.glob("*.jsonl")
+    return journal, records(journal)[0]
+
+
+def resumed(capsys: pytest.CaptureFixture[str], journal: Path, *args: str) -> dict[str, Any]:
+    """Resume `journal` for the whole task; the "resume" line it wrote."""
+    code, err = cli(capsys, "eval", "--resume", str(journal), "--limit", "8", "--no-display", *args)
+    assert code == 0, err
+    lines = records(journal)
+    assert lines[-1]["type"] == "summary" and lines[-1]["completed"] == 8
+    return [x for x in lines if x["type"] == "resume"][-1]
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "connections"),
+    [
+        ([], [], None),
+        (["--max-connections", "3"], [], 3),  # restored
+        (["--max-connections", "3"], ["--max-connections", "5"], 5),  # given again: it wins
+        (["--max-connections", "3"], ["-M", "num_concurrent=4"], 4),  # under any name
+        (["-M", "num_concurrent=2"], [], 2),
+        (["-M", "num_concurrent=2"], ["--max-connections", "6"], 6),  # no clash: replaced
+        (["-M", "num_concurrent=2"], ["-M", "num_concurrent=5"], 5),
+        (["-M", "max_connections=5", "--max-connections", "3"], [], 3),
+    ],
+)
+def test_resume_restores_the_resolved_settings(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    first: list[str],
+    again: list[str],
+    connections: int | None,
+) -> None:
+    journal, header = started(capsys, tmp_path, *first, "--max-retries", "2")
+    assert header["pipeline"]["max_retries"] == 2
+    line = resumed(capsys, journal, *again)
+    assert line["pipeline"]["max_connections"] == connections
+    assert line["pipeline"]["max_retries"] == 2  # restored with the rest
+    assert line["eval"]["samples_in_flight"] == (connections or 256)
+    # A second resume continues with what the first one used.
+    code, err = cli(capsys, "eval", "--resume", str(journal), "--limit", "8", "--no-display")
+    assert code == 0, err
+    last = [x for x in records(journal) if x["type"] == "resume"][-1]
+    assert last["pipeline"] == line["pipeline"]
+
+
+def test_resume_restores_settings_given_in_python(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Before, eval(max_connections=4) reached neither the header's config nor a resume,
+    # and a Model's own config was lost: the resumed run was adaptive.
+    from gauge import GenerateConfig, eval, get_model
+
+    (tmp_path / "echo.py").write_text(ECHO)
+    spec = f"{tmp_path / 'echo.py'}@echo"
+    [result] = eval(spec, "mock/py", log_dir=tmp_path, display=False, limit=2, max_connections=4)
+    header = records(Path(result.journal))[0]
+    assert header["pipeline"]["max_connections"] == 4
+    assert resumed(capsys, Path(result.journal))["pipeline"]["max_connections"] == 4
+    model = get_model("mock/own", config=GenerateConfig(max_connections=6, timeout=9))
+    [result] = eval(spec, model, log_dir=tmp_path / "own", display=False, limit=2)
+    line = resumed(capsys, Path(result.journal))
+    assert (line["pipeline"]["max_connections"], line["pipeline"]["timeout"]) == (6, 9)
+    assert line["config_layers"]["model"] == {"max_connections": 6, "timeout": 9}
+
+
+def test_resume_of_a_journal_without_config_layers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    journal, _ = started(capsys, tmp_path)
+    lines = journal.read_bytes().splitlines()
+    header = orjson.loads(lines[0])
+    for key in ("config_layers", "pipeline", "resolved_config"):
+        del header[key]
+    header["eval"]["max_connections"] = 3  # what the CLI used to record
+    journal.write_bytes(b"\n".join([orjson.dumps(header), *lines[1:]]) + b"\n")
+    assert resumed(capsys, journal)["pipeline"]["max_connections"] == 3

@@ -453,3 +453,28 @@ async def test_a_sample_sleeping_after_a_transient_failure_lends_its_place(
         assert during and max(live(at) for at in during) == 2
     else:
         assert all(live(at) <= 1 for at in during)
+
+
+async def test_max_samples_bounds_samples_in_flight_while_the_limit_adapts(tmp_path: Path) -> None:
+    import asyncio
+
+    live = {"now": 0, "peak": 0}
+
+    async def reply(*_: Any) -> str:
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        await asyncio.sleep(0.005)
+        live["now"] -= 1
+        return "ok"
+
+    model = get_model("mock/samples", memoize=False, outputs=reply, max_connections=2)
+    [result] = await eval_async(
+        Task(numbers(60), scorer=match()), model, log_dir=tmp_path, display=False, max_samples=5
+    )
+    # Five samples send at once; the key's limit (unset: adaptive) grew from 2 to meet them.
+    assert live["peak"] == 5
+    stats = model.rate_stats()
+    assert stats["adaptive"] is True and stats["concurrency"] >= 5
+    header = lines(result.journal)[0]
+    assert header["eval"]["samples_in_flight"] == 5
+    assert header["pipeline"]["max_connections"] is None

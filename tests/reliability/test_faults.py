@@ -64,7 +64,7 @@ async def run_eval(
         model_base_url=server.url,
         config=config,
         max_errors=n,
-        max_connections=n,
+        max_samples=n,
         display=False,
     )
     wall = time.monotonic() - started
@@ -263,3 +263,37 @@ async def test_trickling_streams_complete_or_stall_out_within_attempt_timeout() 
     assert stalled["error"] > 0 and stalled["done"] > 0, stalled
     assert stalled["done"] + stalled["error"] == N
     assert wall < 15, wall
+
+
+async def test_sporadic_429s_with_budget_left_retry_the_request_not_the_key() -> None:
+    # 10% of answers are a lone 429 + Retry-After while the headers show budget left:
+    # each such request waits its Retry-After and goes again; the key never pauses.
+    config = GenerateConfig(max_retries=8)
+    async with OpenAIServer(seed=7, sporadic_rate=0.1, retry_after=0.2) as server:
+        model = get_model("openai-api/mock/m", base_url=server.url, memoize=False)
+        [result] = await eval_async(
+            words_task(60), model, config=config, max_samples=16, display=False
+        )
+        stats = model.rate_stats()
+        await model.close()
+    samples, summary = journal_lines(result.journal)
+    assert len(samples) == 60 and all(s["error"] is None for s in samples)
+    assert server.faults.counts["sporadic"] > 0
+    assert stats["retried_429s"] == stats["rate_limit_hits"] == server.faults.counts["sporadic"]
+    assert stats["pauses"] == 0 and stats["paused_for"] == 0.0
+    assert summary["rate_control"]["retried_429s"] == stats["retried_429s"]
+
+
+async def test_a_sporadic_429_on_a_key_with_no_budget_left_still_pauses_it() -> None:
+    # The same lone 429s, but the server's own headers say the request budget is spent.
+    async with OpenAIServer(
+        seed=7, sporadic_rate=0.3, retry_after=0.2, rate_limit=5, rate_headers=True
+    ) as server:
+        model = get_model("openai-api/mock/m", base_url=server.url, memoize=False)
+        outputs = await asyncio.gather(
+            *(model.generate(f"n{i}", config=GenerateConfig(max_retries=10)) for i in range(15))
+        )
+        stats = model.rate_stats()
+        await model.close()
+    assert [o.completion for o in outputs] == [f"n{i}" for i in range(15)]
+    assert stats["pauses"] > 0

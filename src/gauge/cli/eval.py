@@ -243,7 +243,14 @@ def _eval_options(f: Any) -> Any:
             "--max-connections",
             type=click.IntRange(min=1),
             envvar="GAUGE_MAX_CONNECTIONS",
-            help="Concurrent requests (and samples).",
+            help="Concurrent requests (and samples); overrides -M and the task's.",
+        ),
+        click.option(
+            "--max-samples",
+            type=click.IntRange(min=1),
+            envvar="GAUGE_MAX_SAMPLES",
+            help="Samples in flight at once (default: --max-connections, or as far as "
+            "adaptive concurrency may grow).",
         ),
         click.option(
             "--max-retries",
@@ -337,12 +344,18 @@ eval_command.params.extend(_config_options())
 
 
 async def _run(params: dict[str, Any]) -> list[Any]:
+    """Flags are the run's layer of settings, -M and --model-config the model's.
+
+    The runner resolves them (gauge.evaluation.runner.resolve_settings):
+    provider default < model (-M, --model-config) < task < flags < per call.
+    """
     from gauge.evaluation.resume import resume_setup
     from gauge.evaluation.runner import eval_async
     from gauge.evaluation.task import TaskError, load_task, parse_task_args
     from gauge.model.config import GenerateConfig
 
     config = _build_config(params)
+    model_config: GenerateConfig | None = None
     model_args = _key_values(params["model_args"], "-M")
     base_url = params["model_base_url"]
     models: list[Any] = [m.strip() for m in (params["model"] or "").split(",") if m.strip()]
@@ -353,10 +366,11 @@ async def _run(params: dict[str, Any]) -> list[Any]:
         if file_model and not models:
             models = [file_model]
         try:
-            config = GenerateConfig(**file_config).merge(config)
+            model_config = GenerateConfig(**file_config)
         except ValueError as ex:
             raise ConfigError(f"--model-config {params['model_config']}: {one_line(ex)}") from None
-    # `-M num_concurrent=4 --max-connections 8` names one setting twice: refuse it.
+    # `-M num_concurrent=4 --max-connections 8` names one setting twice: refused here,
+    # before a resume merges in what the journal recorded (eval_async checks it too).
     from gauge.model.lm_eval_args import check_conflicts
 
     check_conflicts(model_args, config)
@@ -364,20 +378,28 @@ async def _run(params: dict[str, Any]) -> list[Any]:
     options: dict[str, Any] = {
         "limit": params["limit"],
         "epochs": params["epochs"],
+        "max_samples": params["max_samples"],
         "log_dir": params["log_dir"],
         "max_errors": params["max_errors"],
-        "max_connections": params["max_connections"],
         "display": params["display"],
     }
     if params["resume"]:
-        setup = resume_setup(params["resume"], params["task_spec"], task_args, models, model_args)
+        setup = resume_setup(
+            params["resume"],
+            params["task_spec"],
+            task_args,
+            models,
+            model_args,
+            config=config,
+            model_config=model_config,
+        )
         task, models, model_args, base_url = (
             setup.task,
             setup.models,
             setup.model_args,
             base_url or setup.base_url,
         )
-        config = setup.config.merge(config)
+        config, model_config = setup.config, setup.model_config
         options.update({k: v for k, v in setup.options.items() if options.get(k) is None})
     elif not params["task_spec"]:
         raise TaskError("give a TASK (e.g. examples/arithmetic.py) or --resume LOG")
@@ -387,13 +409,13 @@ async def _run(params: dict[str, Any]) -> list[Any]:
         from gauge.evaluation.metrics import reducer
 
         task.epoch_reducer = reducer(params["epochs_reducer"])
-    options["extra_header"] = {"max_connections": params["max_connections"]}
     return await eval_async(
         task,
         models or [None],
         model_base_url=base_url,
         model_args=model_args,
         config=config,
+        model_config=model_config,
         resume=params["resume"],
         **options,
     )

@@ -1,6 +1,7 @@
 """The run journal: one append-only JSONL file per (task, model) run.
 
-    {"type": "header", ...}    task, model info, resolved config, versions
+    {"type": "header", ...}    task, model info, config layers, resolved settings, versions
+    {"type": "resume", ...}    a resumed run started: the settings it resolved to
     {"type": "sample", ...}    one per finished sample (id, epoch, input, output, scores, ...)
     {"type": "summary", ...}   results, written when the run ends (also when it fails)
 
@@ -113,6 +114,13 @@ class Journal:
     samples: dict[tuple[Any, int], dict[str, Any]] = field(default_factory=dict)
     summaries: list[dict[str, Any]] = field(default_factory=list)
     torn_lines: int = 0
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    """The "resume" lines, in order (each records the settings that part ran with)."""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Where the latest settings are recorded: the last resume line, else the header."""
+        return next((r for r in reversed(self.resumes) if "config_layers" in r), self.header)
 
     @property
     def summary(self) -> dict[str, Any] | None:
@@ -164,6 +172,8 @@ def read_journal(path: str | Path) -> Journal:
             journal.samples[(_key_id(record.get("id")), int(record.get("epoch", 1)))] = record
         elif kind == "summary":
             journal.summaries.append(record)
+        elif kind == "resume":
+            journal.resumes.append(record)
     if journal is None:
         raise JournalError(f"{path}: empty journal; it has no header line")
     journal.torn_lines = torn

@@ -16,12 +16,12 @@ import platform
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gauge.errors import GaugeError, one_line
+from gauge.errors import ConfigError, GaugeError, one_line
 from gauge.evaluation.dataset import Sample
 from gauge.evaluation.journal import JournalWriter, read_journal
 from gauge.evaluation.progress import REFRESH_HZ, Counters, ProgressDisplay
@@ -30,8 +30,8 @@ from gauge.evaluation.results import Aggregator, EvalResult
 from gauge.evaluation.sample import instrument, make_generate, run_sample
 from gauge.evaluation.state import _active_model, _built_helpers, active_config
 from gauge.evaluation.task import TASK_ATTR, Task, TaskError, load_task
-from gauge.model.config import GenerateConfig
-from gauge.model.lm_eval_args import split_base_url
+from gauge.model.config import GenerateConfig, as_config
+from gauge.model.lm_eval_args import check_conflicts, split_base_url
 from gauge.model.model import Model
 from gauge.model.pipeline import backoff_lender
 
@@ -84,17 +84,111 @@ def journal_path(log_dir: str | Path, task: str, model: str) -> Path:
 
 @dataclass(slots=True)
 class RunOptions:
-    """How to run: limits, epochs, journal place, error budget, display."""
+    """How to run: limits, epochs, journal place, error budget, display.
+
+    Generation and pipeline settings (max_connections, max_retries, timeout,
+    ...) are not options: they are GenerateConfig fields, resolved by
+    `resolve_settings`.
+    """
 
     limit: int | None = None
     epochs: int | None = None
+    max_samples: int | None = None
+    """Samples in flight at once (Inspect's max_samples); default: the resolved
+    max_connections, or while the connection limit adapts, how far it may grow."""
     log_dir: str | Path = DEFAULT_LOG_DIR
     max_errors: int = 0
-    max_connections: int | None = None
     display: bool = True
     console: Any = None
     extra_header: dict[str, Any] | None = None
-    """Recorded in the journal header (CLI flags, model args), redacted."""
+    """Recorded in the journal header's "eval" section, redacted."""
+
+
+PIPELINE_SETTINGS = (
+    "max_connections",
+    "max_retries",
+    "timeout",
+    "attempt_timeout",
+    "rpm",
+    "tpm",
+    "cache",
+)
+"""The settings the journal header records as resolved (its "pipeline" section)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The config layers of one run and what they resolve to.
+
+    Precedence, lowest first: provider default < `model` (get_model's config,
+    -M, --model-config) < `task` (Task.config) < `run` (eval()'s config= and
+    keywords, command-line flags) < per call (a solver's generate(config=...)).
+    """
+
+    model: GenerateConfig
+    task: GenerateConfig
+    run: GenerateConfig
+    run_config: GenerateConfig
+    """task < run: what the run passes with each call (the model adds its own below it)."""
+    resolved: GenerateConfig
+    """model < task < run: what each call uses unless it passes its own config."""
+
+    def layers(self) -> dict[str, dict[str, Any]]:
+        """The set fields of each layer (for the journal)."""
+        return {
+            "model": self.model.set_fields(),
+            "task": self.task.set_fields(),
+            "run": self.run.set_fields(),
+        }
+
+    def pipeline(self) -> dict[str, Any]:
+        """The resolved pipeline settings; None is the default (max_connections: adaptive)."""
+        return {name: getattr(self.resolved, name) for name in PIPELINE_SETTINGS}
+
+
+def resolve_settings(
+    model: GenerateConfig, task: GenerateConfig, run: GenerateConfig | None = None
+) -> Settings:
+    """The one resolution of a run's settings: model < task < run (see `Settings`)."""
+    run = run or GenerateConfig()
+    run_config = task.merge(run)
+    return Settings(model, task, run, run_config, model.merge(run_config))
+
+
+def samples_in_flight(model: Model, settings: Settings, max_samples: int | None = None) -> int:
+    """How many samples may send at once: `max_samples`, else the resolved max_connections.
+
+    With neither, the key's concurrency adapts (gauge.model.rate) from the
+    provider's default up to its max_connections_limit(): that many samples are
+    kept in flight so it has demand to grow into (the provider's default would
+    otherwise be a ceiling).
+    """
+    if max_samples is not None:
+        if max_samples < 1:
+            raise ConfigError(f"max_samples must be at least 1, got {max_samples}")
+        return max_samples
+    return settings.resolved.max_connections or model.api.max_connections_limit()
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(RunOptions))
+
+
+def run_layer(config: GenerateConfig | dict[str, Any] | None, **keywords: Any) -> GenerateConfig:
+    """eval()'s run layer: `config`, overridden by GenerateConfig fields given as keywords."""
+    base = as_config(config) or GenerateConfig()
+    unknown = [k for k in keywords if k not in GenerateConfig.model_fields]
+    if unknown:
+        raise TypeError(
+            f"eval() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"give RunOptions fields ({', '.join(sorted(_OPTION_NAMES))}) "
+            "or GenerateConfig fields"
+        )
+    given = {k: v for k, v in keywords.items() if v is not None}
+    if not given:
+        return base
+    layer = as_config(given)
+    assert layer is not None
+    return base.merge(layer)
 
 
 async def run_task(
@@ -109,11 +203,13 @@ async def run_task(
 ) -> EvalResult:
     """Run `task` on `model`, writing one journal; resume an existing journal if given.
 
-    `model_args` are the arguments the model was built with (recorded, redacted,
-    so a resume can rebuild it); default: what the provider kept. `display`
-    shares one live display between runs; without it (and with
-    `options.display`) the run shows its own. A run stopped by `max_errors`
-    returns with `status="error"` and the reason in `message`.
+    `config` is the run's layer of settings: it overrides the task's, which
+    override the model's (`resolve_settings`). `model_args` are the arguments
+    the model was built with (recorded, redacted, so a resume can rebuild it);
+    default: what the provider kept. `display` shares one live display between
+    runs; without it (and with `options.display`) the run shows its own. A run
+    stopped by `max_errors` returns with `status="error"` and the reason in
+    `message`.
     """
     options = options or RunOptions()
     redactor = redactor or Redactor.from_environ()
@@ -122,7 +218,9 @@ async def run_task(
     if options.limit is not None:
         samples = samples[: options.limit]
     _check_ids(samples, task)
-    run_config = task.config.merge(config)
+    settings = resolve_settings(model.config, task.config, config)
+    run_config = settings.run_config
+    width = samples_in_flight(model, settings, options.max_samples)
     scorer_metrics = {
         s.name: tuple(task.metrics) if task.metrics is not None else s.metrics for s in task.scorers
     }
@@ -145,13 +243,23 @@ async def run_task(
     counters = Counters(total=pending)
     _learn_secrets(model, redactor)
     writer = JournalWriter(path, redactor, append=resume is not None)
+    args = model.api.model_args if model_args is None else model_args
     if resume is None:
-        args = model.api.model_args if model_args is None else model_args
         writer.write(
-            _header(task, model, args, run_config, options, epochs, len(samples), redactor)
+            _header(task, model, args, settings, width, options, epochs, len(samples), redactor)
         )
     else:
-        writer.write({"type": "resume", "time": datetime.now(UTC).isoformat(), "pending": pending})
+        # What this part of the run uses (a resume may change settings): a later
+        # `gauge eval --resume` restores the latest.
+        record = {
+            "type": "resume",
+            "time": datetime.now(UTC).isoformat(),
+            "pending": pending,
+            "model_args": args,
+            **_settings_record(settings),
+            "eval": {"samples_in_flight": width},
+        }
+        writer.write(redactor.collect(record))
     writer.flush()
     own_display = display is None and options.display
     if own_display:
@@ -165,7 +273,7 @@ async def run_task(
     started = time.perf_counter()
     try:
         await _run_pairs(
-            task, model, run_config, pairs, counters, aggregator, writer, display, options
+            task, model, run_config, width, pairs, counters, aggregator, writer, display, options
         )
     except _TooManyErrors as ex:
         # Printed by the CLI as is: redact it like a journal line (it quotes a sample error).
@@ -255,11 +363,23 @@ def _check_ids(samples: Sequence[Sample], task: Task) -> None:
         seen.add(sample.id)
 
 
+def _settings_record(settings: Settings) -> dict[str, Any]:
+    return {
+        # task < run: what each call passes (a resume of an old journal restores it)
+        "config": settings.run_config.set_fields(),
+        "config_layers": settings.layers(),
+        # What the provider receives: model < task < run.
+        "resolved_config": settings.resolved.set_fields(),
+        "pipeline": settings.pipeline(),
+    }
+
+
 def _header(
     task: Task,
     model: Model,
     model_args: dict[str, Any],
-    config: GenerateConfig,
+    settings: Settings,
+    width: int,
     options: RunOptions,
     epochs: int,
     samples: int,
@@ -284,13 +404,12 @@ def _header(
             },
             "model": info,
             "model_args": model_args,
-            "config": config.set_fields(),
-            # What the provider receives: model defaults < task < command line.
-            "resolved_config": model.config.merge(config).set_fields(),
+            **_settings_record(settings),
             "eval": {
                 "limit": options.limit,
                 "epochs": epochs,
                 "max_errors": options.max_errors,
+                "samples_in_flight": width,
                 **(options.extra_header or {}),
             },
             "versions": _versions(),
@@ -303,6 +422,7 @@ async def _run_pairs(
     task: Task,
     model: Model,
     config: GenerateConfig,
+    width: int,
     pairs: Iterator[tuple[Sample, int]],
     counters: Counters,
     aggregator: Aggregator,
@@ -315,10 +435,7 @@ async def _run_pairs(
 
     generate = make_generate(model, config)
 
-    # Without a limit from the user the key's concurrency adapts (gauge.model.rate)
-    # from the provider's default up to its max_connections_limit(): enough samples
-    # must be in flight for it to grow, or the provider's default would be a ceiling.
-    width = options.max_connections or config.max_connections or model.api.max_connections_limit()
+    # `width`: the resolved max_connections, or the adaptive ceiling (samples_in_flight).
     width = max(1, min(width, counters.total))
     places = asyncio.Semaphore(width)
 
@@ -416,8 +533,9 @@ async def eval_async(
     model: str | Model | Sequence[str | Model] | None = None,
     model_base_url: str | None = None,
     model_args: dict[str, Any] | None = None,
-    config: GenerateConfig | None = None,
+    config: GenerateConfig | dict[str, Any] | None = None,
     resume: str | Path | None = None,
+    model_config: GenerateConfig | dict[str, Any] | None = None,
     **options: Any,
 ) -> list[EvalResult]:
     """Run each task on each model; one journal and one EvalResult per pair.
@@ -426,8 +544,13 @@ async def eval_async(
     `max_errors`, the others finish, then EvalError is raised (its `results`
     hold every run's result).
 
-    `options` are RunOptions fields: limit, epochs, log_dir, max_errors,
-    max_connections, display. The response cache is `config.cache`.
+    `options` are RunOptions fields (limit, epochs, log_dir, max_errors,
+    display) and GenerateConfig fields (max_connections, max_retries, timeout,
+    temperature, ...). Settings resolve in one order, lowest first: the
+    provider's default < the model's config (`model_config` or get_model's
+    `config`, `model_args` such as num_concurrent) < the task's config <
+    `config` < GenerateConfig fields given as keywords < a solver's per-call
+    config. The response cache is the `cache` setting.
     """
     from gauge.model.factory import get_model
 
@@ -436,24 +559,35 @@ async def eval_async(
     models: list[str | Model | None] = (
         list(model) if isinstance(model, list | tuple) else [model]  # type: ignore[list-item]
     )
-    run_options = RunOptions(**options)
+    run_options = RunOptions(**{k: v for k, v in options.items() if k in _OPTION_NAMES})
+    run_config = run_layer(config, **{k: v for k, v in options.items() if k not in _OPTION_NAMES})
+    model_layer = as_config(model_config)
+    if model_layer is not None and any(isinstance(m, Model) for m in models):
+        raise ConfigError(
+            "model_config applies to models given by name; "
+            "build a Model with get_model(name, config=...) instead"
+        )
     if resume is not None and (len(task_list) != 1 or len(models) != 1):
         raise EvalError("--resume continues one journal: give one task and one model")
     # `-M base_url=` (lm-eval's spelling) and model_base_url are one setting.
     model_base_url, model_args = split_base_url(model_base_url, model_args or {})
+    # `-M num_concurrent=4` with max_connections=8 in the same call names one setting
+    # twice: refused, not resolved by precedence (one of the two is a mistake).
+    check_conflicts(model_args, run_config)
     redactor = Redactor.from_environ()
     redactor.collect(model_args)
     if model_base_url:
         redactor.add_url(model_base_url)
-    if config is not None and config.extra_headers:
-        redactor.collect({"extra_headers": config.extra_headers})
+    for layer in (run_config, model_layer):
+        if layer is not None and layer.extra_headers:
+            redactor.collect({"extra_headers": layer.extra_headers})
     helpers: set[Model] = set()
     token = _built_helpers.set(helpers)
     display = ProgressDisplay(run_options.console) if run_options.display else None
     built: list[tuple[Model, bool]] = []
     try:
         for entry in models:
-            item = get_model(entry, base_url=model_base_url, **model_args)
+            item = get_model(entry, config=model_layer, base_url=model_base_url, **model_args)
             if any(item.name == other.name for other, _ in built):
                 raise EvalError(f"model {item.name} is listed twice; list each model once")
             built.append((item, isinstance(entry, Model)))
@@ -466,7 +600,7 @@ async def eval_async(
                         await run_task(
                             task,
                             item,
-                            config,
+                            run_config,
                             run_options,
                             resume=resume,
                             redactor=redactor,

@@ -16,9 +16,9 @@ from typing import Any, ClassVar, Literal
 
 from gauge.errors import UnsupportedFeature
 from gauge.model.config import GenerateConfig
+from gauge.model.limits import DEFAULT_MAX
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, StreamInfo
-from gauge.model.rate.adaptive import DEFAULT_MAX
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
 

@@ -7,7 +7,8 @@ key; set the whole field to None to clear it); every other field, `logit_bias`
 and `response_schema` included, is replaced whole.
 
 Precedence when a model is called: provider default < model config < task config
-< per-call config.
+< run config (eval() keywords, command-line flags) < per-call config; an eval
+resolves its layers once (gauge.evaluation.runner.resolve_settings).
 """
 
 from __future__ import annotations

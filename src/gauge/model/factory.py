@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from gauge.errors import ConfigError, MissingAPIKey, ModelNameError, one_line
+from gauge.model import memo
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig, as_config
 from gauge.model.lm_eval_args import resolve as resolve_lm_eval_args
@@ -20,7 +21,7 @@ MODEL_ENV = "GAUGE_MODEL"
 DEFAULT_MODEL = "hf/gauge-tiny"
 """The bundled local model: used when no model is named and GAUGE_MODEL is unset."""
 
-_memo: dict[tuple[Any, ...], Model] = {}
+_memo = memo.MODELS  # the same dict
 _dotenv_loaded: set[str] = set()
 
 
@@ -50,7 +51,7 @@ def get_model(
     key = None
     if memoize:
         key = _memo_key(model, config, base_url, api_key, model_args)
-        if (cached := _memo.get(key)) is not None:
+        if (cached := memo.lookup(key)) is not None:
             return cached
     cls = provider_class(provider)
     check_installed(provider, cls)
@@ -71,8 +72,7 @@ def get_model(
     api = cls(model_name, base_url=base_url, api_key=api_key, config=config, **model_args)
     result = Model(api, config)
     if key is not None:
-        result._memo_key = key
-        _memo[key] = result
+        memo.remember(key, result)
     return result
 
 
@@ -98,14 +98,12 @@ def env_vars(cls: type[ModelAPI], provider: str, suffix: str) -> tuple[str, ...]
 
 def forget(model: Model) -> None:
     """Remove `model` from the memo (a context-managed model is private)."""
-    if model._memo_key is not None and _memo.get(model._memo_key) is model:
-        del _memo[model._memo_key]
-    model._memo_key = None
+    memo.forget(model)
 
 
 def clear_memo() -> None:
     """Forget every memoized model (their clients are not closed)."""
-    _memo.clear()
+    memo.clear()
 
 
 def load_dotenv(start: Path | None = None) -> Path | None:

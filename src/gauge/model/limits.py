@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 from collections import deque
 
+DEFAULT_MAX = 256
+"""How far a key's adaptive concurrency may grow unless the provider starts higher."""
+
 
 class ConnectionLimiter:
     """At most `limit` holders at once; waiters are served first come, first served."""

@@ -127,8 +127,9 @@ def split_base_url(
 def check_conflicts(model_args: Mapping[str, Any], config: GenerateConfig) -> None:
     """Raise when an lm-eval model arg and a gauge setting (e.g. a flag) disagree.
 
-    For callers that hold the run's settings apart from the model's, such as the
-    CLI: `-M num_concurrent=4 --max-connections 8` is a one-line error.
+    For callers that hold the run's settings apart from the model's (eval() and
+    the CLI): `-M num_concurrent=4 --max-connections 8` is a one-line error, not
+    a precedence question, since both were given for one run.
     """
     for name, field in CONFIG_ARGS.items():
         if name not in model_args or field not in config.model_fields_set:

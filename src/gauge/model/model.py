@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gauge.errors import UnsupportedConfig, UnsupportedFeature
-from gauge.model import pipeline
+from gauge.model import memo, pipeline
 from gauge.model.api import ModelAPI
 from gauge.model.cache.policy import CachePolicy
 from gauge.model.cache.stage import cache_config, is_hit
@@ -295,9 +295,7 @@ class Model:
 
     async def __aenter__(self) -> Model:
         # A context-managed model is private to its block: take it out of the memo.
-        from gauge.model.factory import forget
-
-        forget(self)
+        memo.forget(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

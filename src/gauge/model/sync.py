@@ -10,7 +10,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -23,7 +23,11 @@ from gauge.model.messages import (
     ChatMessageTool,
     ChatMessageUser,
 )
-from gauge.model.model import Model
+
+if TYPE_CHECKING:
+    # A SyncModel wraps the Model it is given (Model.sync() builds one): no import of
+    # Model at run time, which would make model <-> sync a cycle.
+    from gauge.model.model import Model
 
 T = TypeVar("T")
 

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from gauge.errors import ConfigError, GaugeError, ModelError, one_line
 from gauge.serve import auth, responses, sse
+from gauge.serve import tokenize as tokens
 from gauge.serve.engines.base import Delta, Engine, EngineRequest, EngineResult
 from gauge.serve.fastpath import FastStarlette
 from gauge.serve.metrics import Metrics
@@ -167,6 +168,21 @@ class Server:
                 yield event
         finally:
             self.metrics.running -= 1
+
+    async def tokenizer(self, route: str, request: Request) -> Response:
+        """Authenticate and answer one /tokenize, /detokenize or /tokenizer_info request."""
+        arrived = time.perf_counter()
+        try:
+            auth.check(route, request.headers.get("authorization"), self.settings.api_key)
+            self._check_ready()
+            # GET /tokenizer_info has no body (lm-eval reads bos/eos from it).
+            body = None if route == tokens.TOKENIZER_INFO_ROUTE else await _json(request)
+            data = await tokens.answer(self.engine, self.model, route, body)
+        except APIError as ex:
+            return self._error(route, ex)
+        self.metrics.finished(route, 200)
+        self.metrics.latency.observe(time.perf_counter() - arrived)
+        return _json_response(data)
 
     def _check_ready(self) -> None:
         if self.start_error is not None:
@@ -378,19 +394,13 @@ def build_app(engine: Engine, settings: Settings) -> Starlette:
         return await server.run(COMPLETIONS_ROUTE, request)
 
     async def tokenize(request: Request) -> Response:
-        from gauge.serve import tokenize as tokens
-
-        return await tokens.answer(server, tokens.TOKENIZE_ROUTE, request)
+        return await server.tokenizer(tokens.TOKENIZE_ROUTE, request)
 
     async def detokenize(request: Request) -> Response:
-        from gauge.serve import tokenize as tokens
-
-        return await tokens.answer(server, tokens.DETOKENIZE_ROUTE, request)
+        return await server.tokenizer(tokens.DETOKENIZE_ROUTE, request)
 
     async def tokenizer_info(request: Request) -> Response:
-        from gauge.serve import tokenize as tokens
-
-        return await tokens.answer(server, tokens.TOKENIZER_INFO_ROUTE, request)
+        return await server.tokenizer(tokens.TOKENIZER_INFO_ROUTE, request)
 
     openapi_cache: list[bytes] = []  # built on first request, once every route is known
 

@@ -5,8 +5,8 @@ It describes this server, not OpenAI's: the request schemas say exactly what
 served id; a vLLM extra the engine does not honour may only take its neutral
 value), so a client or a fuzzer can tell a valid request from one the server
 refuses. Response bodies use OpenAI's own schemas, copied (with the `$ref`s
-they need) from the OpenAI OpenAPI subset shipped in `gauge.testing`, and every
-error is OpenAI's `ErrorResponse`.
+they need) from the OpenAI OpenAPI subset shipped with gauge (see openai_spec.py),
+and every error is OpenAI's `ErrorResponse`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from gauge.serve.openai_spec import SPEC_PATH, rewrite_nullable
 from gauge.serve.schemas import _CHAT, _COMPLETION, _NEUTRAL, MAX_LOGPROBS
-from gauge.testing.openai_schema import SPEC_PATH, _rewrite_nullable
 
 INT64 = 2**63 - 1
 """Integers are bounded so that every valid body also parses (orjson refuses larger ones)."""
@@ -568,7 +568,7 @@ def _openai_responses() -> dict[str, Any]:
         name = todo.pop()
         if name in wanted:
             continue
-        wanted[name] = _rewrite_nullable(schemas[name])
+        wanted[name] = rewrite_nullable(schemas[name])
         todo.extend(_refs(wanted[name]))
     _allow_unscored_first_token(wanted["CreateCompletionResponse"])
     return wanted

@@ -16,6 +16,9 @@ from typing import Any
 
 from gauge.errors import ConfigError
 
+ENGINES = ("transformers", "vllm", "mock")
+"""The engines `ENGINE` may name (gauge.serve.engines builds them)."""
+
 DEFAULT_MODEL = "gauge-tiny"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8088
@@ -180,7 +183,5 @@ def _check(s: Settings) -> None:
         )
     if s.mock_latency < 0 or s.mock_token_latency < 0:
         raise ConfigError("MOCK_LATENCY and MOCK_TOKEN_LATENCY must be 0 or more seconds")
-    from gauge.serve.engines import ENGINES
-
     if s.engine not in ENGINES:
         raise ConfigError(f"ENGINE={s.engine!r} is not known; use one of {', '.join(ENGINES)}")

@@ -19,20 +19,11 @@ in OpenAI's error shape naming the field.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
-
-import orjson
-from starlette.requests import Request
-from starlette.responses import Response
+from typing import Any
 
 from gauge.errors import ConfigError, ModelError, one_line
-from gauge.serve import auth
-from gauge.serve.engines.base import TokenizeRequest
+from gauge.serve.engines.base import Engine, TokenizeRequest
 from gauge.serve.schemas import APIError, _is_token, bad, chat_messages, flag
-
-if TYPE_CHECKING:
-    from gauge.serve.app import Server
 
 TOKENIZE_ROUTE = "/tokenize"
 DETOKENIZE_ROUTE = "/detokenize"
@@ -92,32 +83,25 @@ def parse_detokenize(body: Any) -> tuple[str | None, list[int]]:
     return _model(body), [int(t) for t in tokens]
 
 
-async def answer(server: Server, route: str, request: Request) -> Response:
-    """Authenticate and answer one /tokenize or /detokenize request."""
-    arrived = time.perf_counter()
+async def answer(engine: Engine, served: str, route: str, body: Any) -> dict[str, Any]:
+    """The response body of one /tokenize, /detokenize or /tokenizer_info request.
+
+    `served` is the served model id; `body` the parsed JSON body (None for GET
+    /tokenizer_info). Authentication, readiness and metrics are the server's
+    (`gauge.serve.app.Server.tokenizer`); a bad body or an engine's refusal is an APIError.
+    """
     try:
-        auth.check(route, request.headers.get("authorization"), server.settings.api_key)
-        server._check_ready()
-        # GET /tokenizer_info has no body (lm-eval reads bos/eos from it).
-        body = None if route == TOKENIZER_INFO_ROUTE else _loads(await request.body())
-        try:
-            data = await _run(server, route, body)
-        except (ConfigError, ModelError) as ex:
-            raise APIError(one_line(ex)) from ex
-    except APIError as ex:
-        return server._error(route, ex)
-    server.metrics.finished(route, 200)
-    server.metrics.latency.observe(time.perf_counter() - arrived)
-    return Response(orjson.dumps(data), media_type="application/json")
+        return await _run(engine, served, route, body)
+    except (ConfigError, ModelError) as ex:
+        raise APIError(one_line(ex)) from ex
 
 
-async def _run(server: Server, route: str, body: Any) -> dict[str, Any]:
-    engine = server.engine
+async def _run(engine: Engine, served: str, route: str, body: Any) -> dict[str, Any]:
     if route == TOKENIZER_INFO_ROUTE:
         return await engine.tokenizer_info()
     if route == TOKENIZE_ROUTE:
         model, tokenize, strs = parse_tokenize(body)
-        _check_model(server, model)
+        _check_model(served, model)
         ids = await engine.tokenize(tokenize)
         data: dict[str, Any] = {
             "count": len(ids),
@@ -128,14 +112,14 @@ async def _run(server: Server, route: str, body: Any) -> dict[str, Any]:
             data["token_strs"] = await engine.token_texts(ids)
         return data
     model, ids = parse_detokenize(body)
-    _check_model(server, model)
+    _check_model(served, model)
     return {"prompt": await engine.detokenize(ids)}
 
 
-def _check_model(server: Server, model: str | None) -> None:
-    if model is not None and model != server.model:
+def _check_model(served: str, model: str | None) -> None:
+    if model is not None and model != served:
         raise APIError(
-            f"the model {model!r} does not exist; this server serves {server.model!r}",
+            f"the model {model!r} does not exist; this server serves {served!r}",
             404,
             param="model",
             code="model_not_found",
@@ -159,10 +143,3 @@ def _known(body: dict[str, Any], allowed: frozenset[str]) -> None:
     for key in body:
         if key not in allowed:
             raise bad(key, "is not a field this endpoint takes; remove it")
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise APIError("the request body is not valid JSON") from None

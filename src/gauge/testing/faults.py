@@ -5,6 +5,8 @@ Kinds, in the order they are tried for each request (the first that fires wins):
     storm      a 429 burst: the request that starts it and every request for the
                next `storm_seconds` get 429 (with Retry-After = the storm's time
                left, or with no wait headers at all when `storm_retry_after` is off)
+    sporadic   a lone 429 with Retry-After while the rate-limit headers show budget
+               left (a provider's momentary overload, not a rate limit)
     error      a 500 answer
     reset      the connection is reset (TCP RST) without an answer
     hang       no answer until the client gives up or the server stops
@@ -41,6 +43,7 @@ RATE_FIELDS = (
     "truncate_rate",
     "trickle_rate",
     "storm_rate",
+    "sporadic_rate",
 )
 """Fault probabilities (each 0..1)."""
 
@@ -61,6 +64,7 @@ class Faults:
     storm_rate: float = 0.0
     storm_seconds: float = 1.0
     storm_retry_after: bool = True
+    sporadic_rate: float = 0.0
     seed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     """Faults injected so far, by kind."""
@@ -100,7 +104,7 @@ class Faults:
 
     def pick(self, rng: random.Random, stream: bool) -> str | None:
         """The fault for one request (None: answer normally)."""
-        kinds = ["error", "reset", "hang", "malformed"]
+        kinds = ["sporadic", "error", "reset", "hang", "malformed"]
         if stream:
             kinds.append("truncate")
         kinds.append("trickle")
@@ -119,6 +123,35 @@ def storm_response(left: float, with_wait: bool) -> web.Response:
         headers = {"Retry-After": f"{left:.3f}", "retry-after-ms": str(max(1, int(left * 1000)))}
     error = {
         "message": "Rate limit reached: the server is overloaded. Please try again later.",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    return web.Response(
+        body=orjson.dumps({"error": error}),
+        status=429,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+SPORADIC_HEADERS = {
+    "x-ratelimit-limit-requests": "100000",
+    "x-ratelimit-remaining-requests": "99999",
+    "x-ratelimit-reset-requests": "0.001s",
+}
+"""What a sporadic 429 says of the budget when the server enforces no limit: plenty left."""
+
+
+def sporadic_response(retry_after: float, rate_headers: dict[str, str] | None) -> web.Response:
+    """A lone 429 whose rate-limit headers show budget left (the server's own, or plenty)."""
+    headers = {
+        **(rate_headers or SPORADIC_HEADERS),
+        "Retry-After": f"{retry_after:g}",
+        "retry-after-ms": str(int(retry_after * 1000)),
+    }
+    error = {
+        "message": "The server is busy right now. Please try again shortly.",
         "type": "requests",
         "param": None,
         "code": "rate_limit_exceeded",

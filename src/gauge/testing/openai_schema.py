@@ -1,24 +1,27 @@
-"""Request validation against the OpenAI OpenAPI subset shipped next to this module.
+"""Request validation against the OpenAI OpenAPI subset shipped with gauge.
 
-`openai-openapi-subset.json` is a copy of the project's shared specs file: the
-paths gauge speaks from OpenAI's published OpenAPI document
-(github.com/openai/openai-openapi, spec version 2.3.0) and every schema they
-reference, unchanged. OpenAPI 3.0 marks optional-null fields with
-`nullable: true`, which JSON Schema ignores, so each such schema is rewritten
+The document is `gauge/assets/openai-openapi-subset.json` (see gauge.serve.openai_spec):
+a copy of the project's shared specs file, the paths gauge speaks from OpenAI's
+published OpenAPI document (github.com/openai/openai-openapi, spec version 2.3.0)
+and every schema they reference, unchanged. OpenAPI 3.0 marks optional-null fields
+with `nullable: true`, which JSON Schema ignores, so each such schema is rewritten
 to `anyOf [schema, {type: null}]` when loaded.
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gauge.errors import MissingExtra
+from gauge.serve.openai_spec import SPEC_PATH, rewrite_nullable
 
-SPEC_PATH = Path(__file__).with_name("openai-openapi-subset.json")
+__all__ = ["SPEC_PATH", "rewrite_nullable", "validate_request"]
+
+_rewrite_nullable = rewrite_nullable  # its name here before it moved to gauge.serve.openai_spec
+
 _SCHEMAS = {
     "/v1/chat/completions": "CreateChatCompletionRequest",
     "/v1/completions": "CreateCompletionRequest",
@@ -35,7 +38,7 @@ def _validators() -> dict[str, Any]:
             f"request validation needs {ex.name!r}: pip install 'gauge[dev]' (or jsonschema)"
         ) from None
 
-    spec = _rewrite_nullable(orjson.loads(SPEC_PATH.read_bytes()))
+    spec = rewrite_nullable(orjson.loads(SPEC_PATH.read_bytes()))
     resource = Resource.from_contents(spec, default_specification=_draft())
     registry: Registry = Registry().with_resource("urn:openai-spec", resource)
     return {
@@ -50,18 +53,6 @@ def _draft() -> Any:
     from referencing.jsonschema import DRAFT202012
 
     return DRAFT202012
-
-
-def _rewrite_nullable(node: Any) -> Any:
-    """OpenAPI 3.0's `nullable: true` -> JSON Schema's `anyOf [schema, null]`."""
-    if isinstance(node, list):
-        return [_rewrite_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _rewrite_nullable(value) for key, value in node.items()}
-    if node.pop("nullable", False) is True:
-        return {"anyOf": [node, {"type": "null"}]}
-    return node
 
 
 def validate_request(path: str, body: Any) -> str | None:

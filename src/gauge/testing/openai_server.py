@@ -40,9 +40,9 @@ in every measured latency); the in-process server runs on the caller's loop.
 With `validate=True`, every request body is checked against the request
 schemas of OpenAI's published OpenAPI document; a body that fails gets a 400
 naming the problem and is kept in `validation_errors`. The schemas are in
-`openai-openapi-subset.json` next to this module: a copy of the subset in the
-project's shared specs folder (github.com/openai/openai-openapi, spec 2.3.0,
-unchanged); see openai_schema.py. The answers are built in openai_replies.py.
+`gauge/assets/openai-openapi-subset.json`: a copy of the subset in the project's
+shared specs folder (github.com/openai/openai-openapi, spec 2.3.0, unchanged); see
+openai_schema.py. The answers are built in openai_replies.py.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ import orjson
 from aiohttp import web
 
 from gauge.testing import faults as fault
+from gauge.testing import server_process
 from gauge.testing.faults import Faults, RequestLog
 from gauge.testing.openai_replies import (
     chat_chunks,
@@ -139,6 +140,7 @@ class OpenAIServer:
         storm_rate: float = 0.0,
         storm_seconds: float = 1.0,
         storm_retry_after: bool = True,
+        sporadic_rate: float = 0.0,
         request_log: str | None = None,
     ) -> None:
         self.faults = Faults(
@@ -152,6 +154,7 @@ class OpenAIServer:
             storm_rate=storm_rate,
             storm_seconds=storm_seconds,
             storm_retry_after=storm_retry_after,
+            sporadic_rate=sporadic_rate,
             seed=seed,
         )
         """Injected faults: rates, settings and counts (see gauge.testing.faults)."""
@@ -189,6 +192,7 @@ class OpenAIServer:
     truncate_rate = _fault_rate("truncate_rate")
     trickle_rate = _fault_rate("trickle_rate")
     storm_rate = _fault_rate("storm_rate")
+    sporadic_rate = _fault_rate("sporadic_rate")
 
     @property
     def url(self) -> str:
@@ -325,6 +329,8 @@ class OpenAIServer:
         self._note(request, body, recorded, injected)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
+        if injected == "sporadic":
+            return fault.sporadic_response(self.retry_after, rate_headers)
         if injected == "error":
             return _error(
                 500, "The server had an error while processing your request.", "server_error"
@@ -467,10 +473,8 @@ def _error(
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted (see gauge.testing.server_process), on uvloop when installed."""
-    from gauge.testing.server_process import main as serve
-
     use_fast_loop()
-    serve(argv)
+    server_process.main(OpenAIServer, argv)
 
 
 def use_fast_loop() -> bool:

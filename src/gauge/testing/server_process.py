@@ -12,10 +12,13 @@ import asyncio
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from gauge.testing import faults as fault
 from gauge.testing.faults import Faults
-from gauge.testing.openai_server import OpenAIServer
+
+if TYPE_CHECKING:
+    from gauge.testing.openai_server import OpenAIServer
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +60,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="storm 429s carry no Retry-After (or other wait) header",
     )
     parser.add_argument(
+        "--sporadic-429-rate",
+        dest="sporadic_rate",
+        type=float,
+        default=0.0,
+        help="fraction answered a lone 429 (Retry-After) while the headers show budget left",
+    )
+    parser.add_argument(
         "--request-log", default=None, help="append one JSON line per request to this file"
     )
     parser.add_argument("--retry-after", type=float, default=1.0, help="seconds sent with 429")
@@ -72,8 +82,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve until interrupted; prints `listening on <url>` once ready."""
+def main(server_class: type[OpenAIServer], argv: list[str] | None = None) -> None:
+    """Serve `server_class` until interrupted; prints `listening on <url>` once ready.
+
+    The class is passed in (by `gauge.testing.openai_server.main`), so this module
+    does not import the server it runs.
+    """
     args = _parse_args(argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,11 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     for worker in range(1, max(1, args.workers)):
         pid = os.fork()
         if pid == 0:
-            _serve(args, sock, worker, announce=None)
+            _serve(server_class, args, sock, worker, announce=None)
             os._exit(0)
         children.append(pid)
     try:
-        _serve(args, sock, 0, announce=f"listening on http://{args.host}:{port}/v1")
+        _serve(server_class, args, sock, 0, announce=f"listening on http://{args.host}:{port}/v1")
     finally:
         for pid in children:
             try:
@@ -100,10 +114,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(
-    args: argparse.Namespace, sock: socket.socket, worker: int, announce: str | None
+    server_class: type[OpenAIServer],
+    args: argparse.Namespace,
+    sock: socket.socket,
+    worker: int,
+    announce: str | None,
 ) -> None:
     async def run() -> None:
-        server = OpenAIServer(
+        server = server_class(
             host=args.host,
             port=sock.getsockname()[1],
             latency=args.latency,
@@ -126,6 +144,7 @@ def _serve(
             storm_rate=args.storm_rate,
             storm_seconds=args.storm_seconds,
             storm_retry_after=not args.storm_no_retry_after,
+            sporadic_rate=args.sporadic_rate,
             request_log=args.request_log,
         )
         await server.start(sock)

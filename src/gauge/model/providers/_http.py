@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import re
 import time
 import weakref
 from collections.abc import AsyncGenerator, Mapping
@@ -22,6 +21,7 @@ import orjson
 
 from gauge.errors import ConfigError
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
+from gauge.model.durations import parse_duration
 from gauge.model.output import StreamInfo
 from gauge.model.providers._http1 import Http1Pool, ProtocolError, header_break, header_error
 
@@ -233,23 +233,6 @@ def error_message(body: Any) -> str:
     if isinstance(body, str) and body.strip():
         return " ".join(body.split())[:500]
     return "no error message in the response"
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in '1.5', '20ms', '6m0s', '1h2m3.5s'; None when unparseable."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

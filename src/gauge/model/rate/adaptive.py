@@ -20,8 +20,8 @@ deterministically.
 
 from __future__ import annotations
 
-DEFAULT_MAX = 256
-"""Upper bound of the adaptive limit unless the provider starts higher."""
+from gauge.model.limits import DEFAULT_MAX
+
 DECREASE = 0.5
 SLOW_START_STEP = 1
 COOLDOWN = 1.0

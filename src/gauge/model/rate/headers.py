@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gauge.model.durations import parse_duration
+
 SAFETY = 0.97
 """Fraction of a stated request limit we plan to use."""
 TOKEN_SAFETY = 1.0
@@ -82,7 +84,4 @@ def _number(text: str | None) -> float | None:
 def _duration(text: str | None) -> float | None:
     if text is None:
         return None
-    # Imported here: importing the model layer must not load provider modules.
-    from gauge.model.providers._http import parse_duration
-
     return parse_duration(text)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from gauge.model.rate.budgets import RECENT, Budgets
+from gauge.model.rate.budgets import RECENT
+from gauge.model.rate.parts import KeyBudgets
 
 PROBE_EVERY = 30.0
 """Seconds without a rate limit before a confirmed inferred request rate is raised
@@ -68,7 +69,7 @@ class RateInference:
     )
 
     def __init__(
-        self, budgets: Budgets, in_flight: Callable[[], int], paused: Callable[[], bool]
+        self, budgets: KeyBudgets, in_flight: Callable[[], int], paused: Callable[[], bool]
     ) -> None:
         self._budgets = budgets
         self._in_flight = in_flight

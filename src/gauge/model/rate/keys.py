@@ -13,7 +13,7 @@ Requests that share a connection key (provider + credential fingerprint + model
 This class only orchestrates them: what happens before an attempt (`admit`) and
 after it (`succeeded`, `failed`). The parts live in process; a shared
 implementation (across processes) replaces slots, budgets and pause behind the
-same methods. Keys live per event loop, since the limiter's futures cannot
+same methods (parts.py). Keys live per event loop, since the limiter's futures cannot
 cross loops.
 """
 
@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from gauge.model.api import RetryDecision
+from gauge.model.limits import DEFAULT_MAX
 from gauge.model.output import ModelUsage
-from gauge.model.rate.adaptive import DEFAULT_MAX
 from gauge.model.rate.budgets import RECENT, Budgets
 from gauge.model.rate.counters import KeyCounters
 from gauge.model.rate.headers import RateHeaders, read_headers
 from gauge.model.rate.inference import RateInference
 from gauge.model.rate.label import public_key
+from gauge.model.rate.parts import KeyBudgets, KeyPause, Limiter
 from gauge.model.rate.pause import Pause
 from gauge.model.rate.slots import Slots
 from gauge.model.rate.stop import FatalStop
@@ -71,8 +72,8 @@ class ConnectionKey:
         self.name = name
         self.clock = clock
         self.slots = Slots(start, maximum)
-        self.pause = Pause()
-        self.budgets = Budgets()
+        self.pause: KeyPause = Pause()
+        self.budgets: KeyBudgets = Budgets()
         self.inference = RateInference(
             self.budgets, lambda: self.slots.in_flight, lambda: self.paused
         )
@@ -80,7 +81,7 @@ class ConnectionKey:
         self.counters = KeyCounters(clock())
 
     @property
-    def limiter(self) -> Any:
+    def limiter(self) -> Limiter:
         """The connection limiter (acquire/release one slot per attempt)."""
         return self.slots.limiter
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gauge.model.limits import ConnectionLimiter
 from gauge.model.rate.adaptive import AdaptiveConcurrency
+from gauge.model.rate.parts import Limiter
 
 
 class Slots:
@@ -14,7 +15,7 @@ class Slots:
 
     def __init__(self, start: int, maximum: int) -> None:
         self.controller = AdaptiveConcurrency(start, maximum=maximum)
-        self.limiter = ConnectionLimiter(self.controller.limit)
+        self.limiter: Limiter = ConnectionLimiter(self.controller.limit)
         self._fixed: int | None = None
 
     @property

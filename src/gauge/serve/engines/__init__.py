@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gauge.errors import ConfigError
+from gauge.serve.settings import ENGINES, Settings
 
 if TYPE_CHECKING:
     from gauge.serve.engines.base import Engine
-    from gauge.serve.settings import Settings
 
-ENGINES = ("transformers", "vllm", "mock")
+__all__ = ["ENGINES", "build_engine", "engine_class"]
 
 
 def engine_class(name: str) -> type[Engine]:

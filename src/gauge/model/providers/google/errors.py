@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
-from gauge.model.providers._http import HTTPStatusError, classify_http, parse_duration
+from gauge.model.durations import parse_duration
+from gauge.model.providers._http import HTTPStatusError, classify_http
 
 _TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"})
 
