@@ -80,14 +80,15 @@ def provider_call(api: ModelAPI) -> Call:
     """The innermost call: hand the request to the provider, by operation."""
 
     async def call(request: ModelRequest) -> ModelOutput:
+        target = request.target or api  # an endpoint pool's replica, or the one server
         operation = request.operation
         if operation == "generate":
-            return await api.generate(
+            return await target.generate(
                 request.input, request.tools, request.tool_choice, request.config
             )
         if operation == "stream":
-            return await _open_stream(api, request)
-        return await _score(api, request)
+            return await _open_stream(target, request)
+        return await _score(target, request)
 
     return call
 

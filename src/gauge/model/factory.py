@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig, as_config
 from gauge.model.lm_eval_args import resolve as resolve_lm_eval_args
 from gauge.model.model import Model
+from gauge.model.pool import split_urls
 from gauge.model.registry import check_installed, provider_class
 from gauge.model.urls import check_base_url
 
@@ -28,7 +30,7 @@ _dotenv_loaded: set[str] = set()
 def get_model(
     model: str | Model | None = None,
     config: GenerateConfig | dict[str, Any] | None = None,
-    base_url: str | None = None,
+    base_url: str | Sequence[str] | None = None,
     api_key: str | None = None,
     memoize: bool = True,
     **model_args: Any,
@@ -39,6 +41,8 @@ def get_model(
     `.env` file found from the working directory upward is loaded first,
     without overriding the environment.
     Base URL: argument > `<PROVIDER>_BASE_URL`; key: argument > `<PROVIDER>_API_KEY`.
+    Several base URLs (a list, or comma-separated) make an endpoint pool: one
+    model served by replicas, each request sent to the least busy (pool.py).
     Identical calls return the same Model unless `memoize=False`.
     """
     if isinstance(model, Model):
@@ -56,9 +60,15 @@ def get_model(
     cls = provider_class(provider)
     check_installed(provider, cls)
     # lm-eval's names (-M base_url= num_concurrent= max_retries= ...) mean gauge's settings.
+    if not isinstance(base_url, str | None):
+        base_url = ",".join(str(u) for u in base_url)
     base_url, model_args, config = resolve_lm_eval_args(cls, base_url, model_args, config)
     base_url = base_url or _first_env(env_vars(cls, provider, "BASE_URL")) or cls.default_base_url
-    check_base_url(base_url)
+    urls = split_urls(base_url)
+    for url in urls or ([base_url] if base_url else []):
+        check_base_url(url)  # each replica's
+    if urls:
+        base_url = urls[0]
     routed = cls.route(base_url, model_args)
     if routed is not cls:
         if not routed.name:
@@ -70,7 +80,11 @@ def get_model(
         names = " or ".join(env_vars(cls, provider, "API_KEY"))
         raise MissingAPIKey(f"provider {provider!r} needs an API key: set {names} or pass api_key=")
     api = cls(model_name, base_url=base_url, api_key=api_key, config=config, **model_args)
-    result = Model(api, config)
+    replicas = [api] + [
+        cls(model_name, base_url=url, api_key=api_key, config=config, **model_args)
+        for url in (urls or [])[1:]
+    ]
+    result = Model(api, config, replicas)
     if key is not None:
         memo.remember(key, result)
     return result
@@ -190,9 +204,11 @@ def _first_env(names: tuple[str, ...]) -> str | None:
 def _memo_key(
     model: str,
     config: GenerateConfig,
-    base_url: str | None,
+    base_url: str | Sequence[str] | None,
     api_key: str | None,
     model_args: dict[str, Any],
 ) -> tuple[Any, ...]:
+    if base_url is not None and not isinstance(base_url, str):
+        base_url = ",".join(map(str, base_url))
     args = orjson.dumps(model_args, option=orjson.OPT_SORT_KEYS, default=repr)
     return (model, config.model_dump_json(exclude_unset=True), base_url, api_key, args)

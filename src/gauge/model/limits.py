@@ -54,6 +54,11 @@ class ConnectionLimiter:
         self._wake()
 
     @property
+    def waiting(self) -> int:
+        """Callers queued for a slot."""
+        return len(self._waiters)
+
+    @property
     def saturated(self) -> bool:
         """Whether every slot is taken (demand meets or exceeds the limit)."""
         return self.in_flight >= self.limit or bool(self._waiters)

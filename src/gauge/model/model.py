@@ -46,8 +46,15 @@ class Model:
     pipeline (retries, connection limits, deadlines) and usage accounting.
     """
 
-    def __init__(self, api: ModelAPI, config: GenerateConfig | None = None) -> None:
+    def __init__(
+        self,
+        api: ModelAPI,
+        config: GenerateConfig | None = None,
+        replicas: list[ModelAPI] | None = None,
+    ) -> None:
         self.api = api
+        self.replicas = replicas or [api]
+        """The servers behind this model: one, or an endpoint pool's replicas (pool.py)."""
         defaults = GenerateConfig()
         if (max_tokens := api.max_tokens()) is not None:
             defaults = GenerateConfig(max_tokens=max_tokens)
@@ -58,7 +65,8 @@ class Model:
         """Backoff and budget sleep; tests swap in a fake one (the rate clock follows it)."""
         self._skew = 0.0
         self._memo_key: tuple[Any, ...] | None = None
-        self._call = pipeline.model_pipeline(api, self.retry_policy, self._sleep, self._clock)
+        pool = self.replicas if len(self.replicas) > 1 else None
+        self._call = pipeline.model_pipeline(api, self.retry_policy, self._sleep, self._clock, pool)
         self._key = pipeline.key_finder(api, self._clock)
 
     @property
@@ -264,7 +272,7 @@ class Model:
             "name": self.name,
             "provider": api.name,
             "model_id": api.model_name,
-            "base_url": api.base_url,
+            "base_url": ",".join(r.base_url or "" for r in self.replicas),
             "supports_streaming": api.supports_streaming,
             "supports_chat": api.supports_chat,
             "max_tokens": self.config.max_tokens,
@@ -279,9 +287,18 @@ class Model:
     def rate_stats(self) -> dict[str, Any]:
         """Concurrency, in flight, rate-limit hits and tokens/min of this model's key.
 
-        Read inside the event loop the model runs in (states are per loop).
+        Read inside the event loop the model runs in (states are per loop). An
+        endpoint pool's are summed over its replicas, each listed in `replicas`.
         """
-        return self._key().stats()
+        if len(self.replicas) == 1:
+            return self._key().stats()
+        per = [pipeline.key_finder(r, self._clock)().stats() for r in self.replicas]
+        total = dict(per[0])
+        for field in _SUMMED:
+            total[field] = sum(stats[field] for stats in per)
+        total["key"] = f"pool of {len(per)}: " + ", ".join(stats["key"] for stats in per)
+        total["replicas"] = per
+        return total
 
     def sync(self) -> SyncModel:
         """A blocking facade for scripts and notebooks."""
@@ -290,8 +307,9 @@ class Model:
         return SyncModel(self)
 
     async def close(self) -> None:
-        """Close the provider's clients."""
-        await self.api.close()
+        """Close the provider's clients (every replica's)."""
+        for api in self.replicas:
+            await api.close()
 
     async def __aenter__(self) -> Model:
         # A context-managed model is private to its block: take it out of the memo.
@@ -300,6 +318,20 @@ class Model:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_SUMMED = (
+    "concurrency",
+    "in_flight",
+    "peak_in_flight",
+    "requests",
+    "rate_limit_hits",
+    "retried_429s",
+    "failures",
+    "pauses",
+    "tokens",
+    "tokens_per_minute",
+)
 
 
 def _asks(value: object) -> bool:

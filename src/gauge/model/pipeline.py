@@ -25,6 +25,7 @@ from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.attempt import AttemptTimeout, attempt, classify, provider_call
 from gauge.model.cache.stage import response_cache
 from gauge.model.output import ModelOutput
+from gauge.model.pool import Finder, pool_finder
 from gauge.model.rate.keys import ConnectionKey, connection_key
 from gauge.model.rate.stage import key_stage
 from gauge.model.rate.stop import FatalStop
@@ -79,27 +80,38 @@ def build_pipeline(inner: Call, stages: Sequence[Stage]) -> Call:
     return call
 
 
-def model_pipeline(api: ModelAPI, policy: RetryPolicy, sleep: Sleep, clock: Clock) -> Call:
-    """The one pipeline of a Model: every operation goes through these stages."""
+def model_pipeline(
+    api: ModelAPI,
+    policy: RetryPolicy,
+    sleep: Sleep,
+    clock: Clock,
+    replicas: Sequence[ModelAPI] | None = None,
+) -> Call:
+    """The one pipeline of a Model: every operation goes through these stages.
+
+    With `replicas` (an endpoint pool, pool.py) each attempt goes to the replica
+    the finder picks; `api` names the model (cache keys, usage, display).
+    """
+    find = pool_finder(replicas, clock) if replicas else key_finder(api, clock)
     return build_pipeline(
         provider_call(api),
         [
             total_deadline,
             response_cache(api),
-            retry(api, policy, sleep, key_finder(api, clock)),
+            retry(api, policy, sleep, find),
             key_stage(api, sleep),
             attempt,
         ],
     )
 
 
-def key_finder(api: ModelAPI, clock: Clock) -> Callable[[], ConnectionKey]:
+def key_finder(api: ModelAPI, clock: Clock) -> Finder:
     """The running loop's ConnectionKey of `api` (one per loop: futures cannot cross)."""
     name = api.connection_key()
     start = api.max_connections()
     most = api.max_connections_limit()
 
-    def find() -> ConnectionKey:
+    def find(request: ModelRequest | None = None, /) -> ConnectionKey:
         return connection_key(name, start, clock, most)
 
     return find
@@ -131,21 +143,21 @@ def total_deadline(call: Call) -> Call:
     return stage
 
 
-def retry(
-    api: ModelAPI, policy: RetryPolicy, sleep: Sleep, find: Callable[[], ConnectionKey]
-) -> Stage:
+def retry(api: ModelAPI, policy: RetryPolicy, sleep: Sleep, find: Finder) -> Stage:
     """Retry rate-limit and transient failures, bounded by count and total wait;
-    fail at once while the key is stopped after identical fatal errors (rate/stop.py)."""
+    fail at once while the key is stopped after identical fatal errors (rate/stop.py).
+    Each attempt asks `find` for its connection key (an endpoint pool may pick
+    another replica; a replica that refused is retried elsewhere at once)."""
 
     def wrap(call: Call) -> Call:
         async def stage(request: ModelRequest) -> ModelOutput:
             max_retries = request.config.max_retries
             if max_retries is None:
                 max_retries = policy.max_retries
-            key = request.key = find()
-            guard = key.stop
             waited = 0.0
             while True:
+                key = request.key = find(request)
+                guard = key.stop
                 started = time.perf_counter()
                 try:
                     if guard.error is not None and guard.holds():
@@ -157,6 +169,8 @@ def retry(
                     if wait is None or waited + wait > policy.max_total_wait:
                         attach_history(ex, request.attempts)
                         raise
+                    if request.target is not None and key.slots.down_until > key.clock():
+                        wait = 0.0  # the replica refused: the next attempt goes to another
                     request.attempts[-1].wait = wait
                     waited += wait
                     lend = request.lend

@@ -13,6 +13,7 @@ from gauge.model.retry import Attempt
 from gauge.model.tools import ToolChoice, ToolInfo
 
 if TYPE_CHECKING:
+    from gauge.model.api import ModelAPI
     from gauge.model.attempt import LiveStream
     from gauge.model.rate.keys import ConnectionKey
     from gauge.model.scoring import Loglikelihood
@@ -42,6 +43,8 @@ class ModelRequest:
     """Streams: the stream past its first delta (set by the attempt that got it)."""
     deadline: float | None = None
     """Streams: the monotonic time `config.timeout` ends the whole stream."""
+    target: ModelAPI | None = None
+    """Endpoint pools: the replica this attempt goes to (the key finder picks it)."""
     lend: bool = False
     """The last failure left the key as it was: its backoff may lend the caller's place."""
 

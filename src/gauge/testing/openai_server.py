@@ -142,6 +142,7 @@ class OpenAIServer:
         storm_retry_after: bool = True,
         sporadic_rate: float = 0.0,
         request_log: str | None = None,
+        capacity: int | None = None,
     ) -> None:
         self.faults = Faults(
             error_rate=error_rate,
@@ -161,6 +162,10 @@ class OpenAIServer:
         self.host = host
         self.port = port
         self.latency = latency
+        self.capacity = capacity
+        """Requests worked on at once (None: any number); the rest queue for their turn,
+        as on an inference server with a fixed batch."""
+        self._turns: asyncio.Semaphore | None = None
         self.rate_limit = rate_limit
         self.tokens_per_minute = tokens_per_minute
         self.token_window = token_window
@@ -328,7 +333,7 @@ class OpenAIServer:
             injected = self.faults.pick(rng, stream)
         self._note(request, body, recorded, injected)
         if self.latency > 0:
-            await asyncio.sleep(self.latency)
+            await self._work(self.latency)
         if injected == "sporadic":
             return fault.sporadic_response(self.retry_after, rate_headers)
         if injected == "error":
@@ -374,6 +379,16 @@ class OpenAIServer:
     ) -> dict[str, Any]:
         data = self.responder(kind, body) if self.responder else None
         return reply(body, self.reply) if data is None else data
+
+    async def _work(self, seconds: float) -> None:
+        """Spend `seconds` on a request, at most `capacity` at once."""
+        if self.capacity is None:
+            await asyncio.sleep(seconds)
+            return
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.capacity)
+        async with self._turns:
+            await asyncio.sleep(seconds)
 
     def _limited(
         self, data: dict[str, Any] | None

@@ -29,6 +29,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="requests worked on at once; the rest queue (an inference server's batch)",
+    )
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/s before 429")
     parser.add_argument("--tpm", type=float, default=None, help="tokens/min before 429")
     parser.add_argument(
@@ -125,6 +131,7 @@ def _serve(
             host=args.host,
             port=sock.getsockname()[1],
             latency=args.latency,
+            capacity=args.capacity,
             rate_limit=args.rate_limit,
             tokens_per_minute=args.tpm,
             token_window=args.token_window,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from gauge.model.api import ModelAPI
 from gauge.model.attempt import classify
 from gauge.model.output import ModelOutput
+from gauge.model.pool import refused
 from gauge.model.rate.keys import ConnectionKey, Ticket, estimate_tokens
 from gauge.model.request import Call, ModelRequest, Sleep, Stage
 
@@ -106,6 +107,8 @@ async def _enter(key: ConnectionKey, request: ModelRequest, sleep: Sleep) -> Tic
 def _failed(key: ConnectionKey, api: ModelAPI, ex: BaseException, ticket: Ticket) -> bool:
     """Tell the key; whether the failure left the key as it was."""
     decision = classify(api, ex)
+    if decision.kind == "transient" and refused(ex):
+        key.slots.take_out(key.clock())  # an endpoint pool sends elsewhere meanwhile
     headers = getattr(ex, "headers", None)
     if not hasattr(headers, "get"):
         headers = None
