@@ -18,6 +18,13 @@ _HELP = {
     "port": f"Port (default {DEFAULT_PORT}).",
     "api_key": "Require 'Authorization: Bearer KEY' on every route but /health.",
     "max_concurrency": "Requests admitted at once; the next gets 429 with Retry-After.",
+    "tensor_parallel_size": "vllm: GPUs each layer is split across (within a node).",
+    "pipeline_parallel_size": "vllm: stages the layers are split into (e.g. one per node).",
+    "data_parallel_size": "vllm: model replicas, each on tensor x pipeline GPUs.",
+    "distributed_executor_backend": (
+        "vllm: mp (one node), ray (several nodes; start a Ray cluster first), "
+        "uni or external_launcher."
+    ),
 }
 
 

@@ -5,6 +5,11 @@ a flag of the same name in lower case with dashes (`--max-model-len`) wins
 over the variable. Booleans are 0 or 1. A value that does not parse stops
 start-up with one line naming the variable. `unused()` lists the settings that
 were set but that the chosen engine does not read, so start-up can say so.
+
+The parallelism settings (TENSOR_PARALLEL_SIZE, PIPELINE_PARALLEL_SIZE,
+DATA_PARALLEL_SIZE, DISTRIBUTED_EXECUTOR_BACKEND) are vLLM's own: with another
+engine anything but 1 or unset is an error, not a note, since the model would
+silently run on one device.
 """
 
 from __future__ import annotations
@@ -18,6 +23,16 @@ from gauge.errors import ConfigError
 
 ENGINES = ("transformers", "vllm", "mock")
 """The engines `ENGINE` may name (gauge.serve.engines builds them)."""
+
+EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
+"""vLLM's `distributed_executor_backend` values: mp (one node), ray (several nodes)."""
+
+PARALLEL_SIZES = {
+    "tensor_parallel_size": "tensor parallelism",
+    "pipeline_parallel_size": "pipeline parallelism",
+    "data_parallel_size": "data parallelism",
+}
+"""The parallel-size settings (whole numbers, 1 = off) and what each one turns on."""
 
 DEFAULT_MODEL = "gauge-tiny"
 DEFAULT_HOST = "127.0.0.1"
@@ -83,7 +98,11 @@ class Settings:
     enforce_eager: bool = False
     max_context_len_to_capture: int | None = None
     disable_custom_all_reduce: bool = False
+    # vLLM's parallelism (gpu.md): GPUs = tensor x pipeline x data parallel size
     tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    data_parallel_size: int | None = None
+    distributed_executor_backend: str | None = None
     # the mock engine's latencies (seconds), for load tests
     mock_latency: float = 0.0
     mock_token_latency: float = 0.0
@@ -166,7 +185,6 @@ def _check(s: Settings) -> None:
     positive("DEFAULT_BATCH_SIZE", s.default_batch_size)
     positive("DEFAULT_MIN_BATCH_SIZE", s.default_min_batch_size)
     positive("MAX_MODEL_LEN", s.max_model_len)
-    positive("TENSOR_PARALLEL_SIZE", s.tensor_parallel_size)
     positive("BLOCK_SIZE", s.block_size)
     if s.default_batch_size_growth_factor < 1:
         raise ConfigError(
@@ -185,3 +203,42 @@ def _check(s: Settings) -> None:
         raise ConfigError("MOCK_LATENCY and MOCK_TOKEN_LATENCY must be 0 or more seconds")
     if s.engine not in ENGINES:
         raise ConfigError(f"ENGINE={s.engine!r} is not known; use one of {', '.join(ENGINES)}")
+    _check_parallel(s)
+
+
+def _check_parallel(s: Settings) -> None:
+    """vLLM's parallelism settings: whole numbers >= 1, a known backend, engine vllm."""
+    for name, what in PARALLEL_SIZES.items():
+        value = getattr(s, name)
+        var = _var(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{var}={value!r} is not valid: use a whole number of 1 or more "
+                f"(the number of GPUs for {what}; 1 turns it off)"
+            )
+        if value > 1 and s.engine != "vllm":
+            raise ConfigError(
+                f"{var}={value}: {what} needs --engine vllm (ENGINE=vllm); the {s.engine} "
+                f"engine runs in one process, so set {var} to 1 or leave it unset"
+            )
+    backend = s.distributed_executor_backend
+    if backend is None:
+        return
+    if backend not in EXECUTOR_BACKENDS:
+        raise ConfigError(
+            f"DISTRIBUTED_EXECUTOR_BACKEND={backend!r} is not known: use mp (one node), "
+            "ray (several nodes, with a Ray cluster started), uni or external_launcher"
+        )
+    if s.engine != "vllm":
+        raise ConfigError(
+            f"DISTRIBUTED_EXECUTOR_BACKEND={backend}: a distributed executor needs "
+            f"--engine vllm (ENGINE=vllm); the {s.engine} engine has none, so leave it unset"
+        )
+    workers = (s.tensor_parallel_size or 1) * (s.pipeline_parallel_size or 1)
+    if backend == "uni" and workers > 1:
+        raise ConfigError(
+            f"DISTRIBUTED_EXECUTOR_BACKEND=uni runs one GPU worker, but tensor x pipeline "
+            f"parallel size is {workers}: use mp (one node) or ray (several nodes)"
+        )

@@ -4,7 +4,10 @@ vLLM batches concurrent requests itself (continuous batching) and streams
 tokens as they are produced; this module translates `EngineRequest` to
 `vllm.SamplingParams` and a prompt, and vLLM's cumulative `RequestOutput`s
 back to deltas and results. Every model setting of the worker is passed to
-`AsyncEngineArgs`. Beam search (use_beam_search, length_penalty,
+`AsyncEngineArgs` (`engine_args(settings)`, a pure function, builds the
+keywords), vLLM's own parallelism included: tensor_parallel_size,
+pipeline_parallel_size, data_parallel_size and distributed_executor_backend
+(mp on one node, ray across nodes; docs/gpu.md). Beam search (use_beam_search, length_penalty,
 early_stopping) and best_of > n are refused: current vLLM removed them from
 SamplingParams.
 
@@ -22,6 +25,7 @@ generation.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -65,9 +69,27 @@ _ENGINE_ARGS = {
     "enforce_eager": "enforce_eager",
     "max_context_len_to_capture": "max_seq_len_to_capture",
     "disable_custom_all_reduce": "disable_custom_all_reduce",
+    # parallelism: validated in gauge.serve.settings, run by vLLM itself
     "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
+    "data_parallel_size": "data_parallel_size",
+    "distributed_executor_backend": "distributed_executor_backend",
 }
 _ids = itertools.count()
+
+
+def engine_args(settings: Settings) -> dict[str, Any]:
+    """The `AsyncEngineArgs` keywords for `settings`: the model, then every setting given.
+
+    A setting left unset (None) or off (False) is left out, so vLLM's own default
+    applies (a single GPU unless a parallel size says otherwise).
+    """
+    args: dict[str, Any] = {"model": settings.model_name}
+    for field, keyword in _ENGINE_ARGS.items():
+        value = getattr(settings, field)
+        if value is not None and value is not False:
+            args[keyword] = value
+    return args
 
 
 class VLLMEngine(Engine):
@@ -115,17 +137,12 @@ class VLLMEngine(Engine):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
-        """Every model setting that is set becomes an AsyncEngineArgs keyword."""
+        """Every model setting that is set becomes an AsyncEngineArgs keyword (`engine_args`)."""
         from gauge.serve.engines.transformers import _read_template
 
-        args = {
-            keyword: getattr(settings, field)
-            for field, keyword in _ENGINE_ARGS.items()
-            if getattr(settings, field) not in (None, False)
-        }
         return cls(
             settings.model_name,
-            args,
+            engine_args(settings),
             served_name=settings.served_name,
             chat_template=_read_template(settings.custom_chat_template),
             hf_token=settings.hf_token,
@@ -153,6 +170,15 @@ class VLLMEngine(Engine):
                 f"the vllm engine needs the vllm package ({ex.name}): pip install vllm "
                 "on a CUDA machine, or use --engine transformers"
             ) from ex
+        if (
+            self.engine_args.get("distributed_executor_backend") == "ray"
+            and importlib.util.find_spec("ray") is None
+        ):
+            raise MissingExtra(
+                "DISTRIBUTED_EXECUTOR_BACKEND=ray needs the ray package: pip install "
+                "'ray[default]' on every node and start the cluster (docs/gpu.md), "
+                "or use mp on one node"
+            )
         if self._hf_token:
             os.environ.setdefault("HF_TOKEN", self._hf_token)
         try:
