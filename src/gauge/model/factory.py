@@ -64,12 +64,8 @@ def get_model(
         base_url = ",".join(str(u) for u in base_url)
     base_url, model_args, config = resolve_lm_eval_args(cls, base_url, model_args, config)
     base_url = base_url or _first_env(env_vars(cls, provider, "BASE_URL")) or cls.default_base_url
-    urls = split_urls(base_url)
-    for url in urls or ([base_url] if base_url else []):
-        check_base_url(url)  # each replica's
-    if urls:
-        base_url = urls[0]
-    routed = cls.route(base_url, model_args)
+    urls = _replica_urls(base_url)
+    routed = cls.route(urls[0], model_args)
     if routed is not cls:
         if not routed.name:
             routed.name = provider
@@ -79,15 +75,25 @@ def get_model(
     if cls.needs_api_key and not api_key:
         names = " or ".join(env_vars(cls, provider, "API_KEY"))
         raise MissingAPIKey(f"provider {provider!r} needs an API key: set {names} or pass api_key=")
-    api = cls(model_name, base_url=base_url, api_key=api_key, config=config, **model_args)
-    replicas = [api] + [
+    replicas = [
         cls(model_name, base_url=url, api_key=api_key, config=config, **model_args)
-        for url in (urls or [])[1:]
+        for url in urls
     ]
+    api = replicas[0]
     result = Model(api, config, replicas)
     if key is not None:
         memo.remember(key, result)
     return result
+
+
+def _replica_urls(base_url: str | None) -> list[str | None]:
+    """The base URL checked, as a list: one entry, or an endpoint pool's replicas."""
+    urls: list[str | None] = [base_url]
+    if (replicas := split_urls(base_url)) is not None:
+        urls = list(replicas)
+    for url in urls:
+        check_base_url(url)
+    return urls
 
 
 def parse_model_name(model: str) -> tuple[str, str]:

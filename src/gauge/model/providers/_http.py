@@ -1,9 +1,11 @@
 """Shared HTTP plumbing for providers that speak their wire format directly.
 
-One pooled keep-alive aiohttp session per provider instance and event loop;
-orjson for bodies; no retries here (the pipeline retries). Errors become
-`HTTPStatusError` (a non-2xx answer) or `HTTPConnectionError` (no answer, or an
-unreadable one), which `classify_http` maps to a RetryDecision.
+One pooled keep-alive aiohttp session per provider instance and event loop, or,
+for plain-http servers, the lean HTTP/1.1 client of `_http1.py` (JSON POSTs and
+server-sent event streams, for a fraction of aiohttp's CPU); orjson for bodies;
+no retries here (the pipeline retries). Errors become `HTTPStatusError` (a
+non-2xx answer) or `HTTPConnectionError` (no answer, or an unreadable one),
+which `classify_http` maps to a RetryDecision.
 
 aiohttp is imported on first request, so importing a provider stays cheap.
 """
@@ -11,6 +13,7 @@ aiohttp is imported on first request, so importing a provider stays cheap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
 import weakref
@@ -69,8 +72,8 @@ class HttpClient:
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, aiohttp.ClientSession
         ] = weakref.WeakKeyDictionary()
-        # Plain-http servers (local, self-hosted) get the lean client (_http1.py);
-        # https, URL credentials and streams stay on aiohttp.
+        # Plain-http servers (local, self-hosted) get the lean client (_http1.py),
+        # for JSON POSTs and streams; https, URL credentials and GETs stay on aiohttp.
         self._pool: Http1Pool | None = None
         authority = self.base_url.partition("://")[2].partition("/")[0]
         if self.base_url.startswith("http://") and "@" not in authority:
@@ -152,6 +155,38 @@ class HttpClient:
         The first item is a StreamInfo with the response headers: a provider's
         stream passes it on, and the pipeline learns rate limits from it.
         """
+        if self._pool is None or path.startswith(("http://", "https://")):
+            # aclosing: a consumer that stops early releases the connection now, not at GC.
+            async with contextlib.aclosing(
+                self._stream_aiohttp(path, payload, headers, params)
+            ) as items:
+                async for item in items:
+                    yield item
+            return
+        try:
+            stream = await self._pool.stream(path, orjson.dumps(payload), headers, params)
+        except (OSError, ProtocolError) as ex:
+            raise HTTPConnectionError(_connection_failure(self.base_url, ex)) from ex
+        try:
+            if stream.status >= 300:
+                _decode(stream.status, stream.body, stream.headers)
+            yield StreamInfo(headers=stream.headers)
+            while events := await stream.events():
+                for event in events:
+                    yield event
+        except ProtocolError as ex:
+            raise HTTPConnectionError(f"{self.base_url}: {ex}") from ex
+        finally:
+            # Read to its end: the connection is reused; stopped early: it is dropped.
+            stream.close()
+
+    async def _stream_aiohttp(
+        self,
+        path: str,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> AsyncGenerator[bytes | StreamInfo, None]:
         import aiohttp
 
         hdrs = {

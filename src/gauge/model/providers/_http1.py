@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 client for JSON POSTs to plain-http servers (local and self-hosted).
+"""A lean HTTP/1.1 client for POSTs to plain-http servers (local and self-hosted).
 
 vLLM, `gauge serve`, Ollama and other servers on the local network answer in
 milliseconds, so the client's own CPU per request decides how many samples per
@@ -7,10 +7,16 @@ and header handling, cookie jar, tracing hooks, a response object); this one
 writes the request in one `write`, parses the reply in its protocol callback and
 keeps connections alive: ~0.05 ms.
 
+`Http1Pool.post` reads a whole JSON reply; `Http1Pool.stream` reads a 2xx reply
+as server-sent events, decoded in the protocol callback as the bytes arrive: a
+streamed chat call costs ~0.2 ms of CPU here (most of it the socket calls) and
+~0.4 ms on aiohttp's line reader.
+
 It speaks only what those servers answer: HTTP/1.1 (or 1.0) with a
 Content-Length, chunked, or read-until-close body, optionally gzip/deflate
-encoded. `https://` URLs, streams and GETs stay on aiohttp (`_http.py`), where
-network latency dwarfs the client's CPU and TLS, redirects and the rest matter.
+encoded (streams too, decoded incrementally). `https://` URLs and GETs stay on
+aiohttp (`_http.py`), where network latency dwarfs the client's CPU and TLS,
+redirects and the rest matter.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 """Characters a path keeps as they are (RFC 3986 pchar, and '%' of existing escapes)."""
 MAX_HEAD = 64 * 1024
 """Largest status line + headers accepted (aiohttp's default limit is 8190 per line)."""
+MAX_UNREAD = 256 * 1024
+"""Stream bytes read but not taken by the consumer at which reading pauses."""
+DRAIN_SECONDS = 5.0
+"""How long a stream that ended at [DONE] may take to finish its body before its
+connection is dropped rather than reused."""
+MID_STREAM = "the server closed the connection mid-stream{}: response payload is not completed"
+"""The error for a stream cut short (aiohttp's words, which retry logs and tests know)."""
 
 
 def header_break(headers: Mapping[str, str]) -> str | None:
@@ -66,15 +79,25 @@ class _Reply:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses one reply at a time."""
+    """One keep-alive connection; parses one reply at a time (whole, or as a stream)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.alive = True
+        self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._waiter: asyncio.Future[_Reply] | None = None
         self._head: tuple[int, CIMultiDictProxy[str], int | None, bool, bool] | None = None
         self._eof = False
+        self._stream = False  # the request in flight reads a 2xx body as events
+        self._sse: _SseBody | None = None  # set once a streamed body starts
+        self._wake: asyncio.Future[None] | None = None  # the stream's consumer waits
+        self._error: ProtocolError | None = None
+        self._unread = 0  # stream bytes read since the consumer last took events
+        self._paused = False
+        self._close_after = False  # the streamed reply cannot be followed by another
+        self._release: tuple[list[_Connection], set[_Connection]] | None = None
+        self._drain: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; not always an asyncio.Transport instance (uvloop's are not).
@@ -83,15 +106,24 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
         self._eof = True
-        self._finish_or_fail(exc)
+        if self._sse is not None:
+            self._stream_eof(exc)
+        else:
+            self._finish_or_fail(exc)
 
     def eof_received(self) -> bool:
         self._eof = True
         self.alive = False
-        self._finish_or_fail(None)
+        if self._sse is not None:
+            self._stream_eof(None)
+        else:
+            self._finish_or_fail(None)
         return False
 
     def data_received(self, data: bytes) -> None:
+        if self._sse is not None:
+            self._stream_data(data)
+            return
         if self._waiter is None:
             # Bytes nobody asked for (or after a reply): the connection is out of step.
             self.alive = False
@@ -101,14 +133,20 @@ class _Connection(asyncio.Protocol):
         self._buffer += data
         self._parse()
 
-    def request(self, data: bytes) -> asyncio.Future[_Reply]:
-        """Send a whole request; the future gets its reply."""
+    def request(self, data: bytes, stream: bool = False) -> asyncio.Future[_Reply]:
+        """Send a whole request; the future gets its reply.
+
+        With `stream`, a 2xx reply comes without its body, which `events` then
+        reads; other statuses come whole.
+        """
         assert self.transport is not None
         if self.transport.is_closing():  # a write would be dropped, and never answered
             raise ProtocolError("the connection closed before the request was sent")
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()
         self._waiter = waiter
         self._head = None
+        self._stream = stream
+        self._sse = None
         self._buffer.clear()
         self.transport.write(data)
         return waiter
@@ -125,7 +163,8 @@ class _Connection(asyncio.Protocol):
         try:
             if self._head is None and not self._read_head():
                 return
-            self._read_body()
+            if not (self._stream and self._start_stream()):
+                self._read_body()
         except ProtocolError as ex:
             self._fail(ex)
 
@@ -217,6 +256,148 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(ex)
 
+    # -- streams ------------------------------------------------------------------------
+
+    def _start_stream(self) -> bool:
+        """Read a 2xx body as events from now on (False: another status, read whole)."""
+        assert self._head is not None
+        status, headers, length, chunked, close = self._head
+        if not 200 <= status < 300:
+            return False
+        encoding = headers.get("content-encoding", "").lower()
+        self._sse = _SseBody(chunked, length, encoding)
+        self._close_after = close
+        self._error = None
+        self._unread = 0
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(_Reply(status, headers, b"", close))
+        if self._buffer:  # the first body bytes came with the head
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            self._stream_data(data)
+        elif self._sse.complete:  # an empty body
+            self._body_ended()
+        return True
+
+    def _stream_data(self, data: bytes) -> None:
+        sse = self._sse
+        assert sse is not None
+        try:
+            sse.feed(data)
+        except ProtocolError as ex:
+            self._stream_error(ex)
+            return
+        if sse.complete:
+            self._body_ended()
+        elif not sse.done:
+            self._unread += len(data)
+            if self._unread > MAX_UNREAD and not self._paused and self.transport is not None:
+                # The consumer is behind: let TCP push back rather than buffer without end.
+                self._paused = True
+                self.transport.pause_reading()
+        if (sse.events or sse.complete) and self._wake is not None:
+            self._wake_up()
+
+    def _stream_eof(self, exc: Exception | None) -> None:
+        sse = self._sse
+        assert sse is not None
+        if sse.complete:
+            return
+        if sse.until_close and exc is None:  # the end of a read-until-close body
+            self._stream_data(b"")
+            return
+        reason = f" ({exc})" if exc else ""
+        self._stream_error(ProtocolError(MID_STREAM.format(reason)))
+
+    def _stream_error(self, ex: ProtocolError) -> None:
+        if self._error is None:
+            self._error = ex
+        self._stop_draining()
+        self.close()
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _body_ended(self) -> None:
+        assert self._sse is not None
+        if self._sse.extra:
+            self._close_after = True  # bytes after the body: out of step
+        if self._close_after:
+            self.close()
+        release = self._release
+        if release is not None:  # the consumer finished at [DONE]: reuse it now
+            self._stop_draining()
+            self._give_back(release[0])
+
+    def _stop_draining(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+        if self._release is not None:
+            self._release[1].discard(self)
+            self._release = None
+
+    def _give_back(self, idle: list[_Connection]) -> None:
+        transport = self.transport
+        if self.alive and not self._close_after and transport and not transport.is_closing():
+            self._sse = None
+            self._stream = False
+            self._resume()  # never idle with reading paused: the next reply would hang
+            idle.append(self)
+        else:
+            self.close()
+
+    def _resume(self) -> None:
+        self._unread = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    async def events(self) -> list[bytes]:
+        """The events of the streamed body read since the last call, waiting for one;
+        [] once it ended ([DONE] or the body's end). A cut stream raises ProtocolError."""
+        sse = self._sse
+        assert sse is not None
+        while True:
+            if sse.events:
+                batch, sse.events = sse.events, []
+                self._resume()
+                return batch
+            if sse.done or sse.complete:
+                return []
+            if self._error is not None:
+                raise self._error
+            self._resume()
+            self._wake = wake = self._loop.create_future()
+            await wake
+
+    def finish(self, idle: list[_Connection], draining: set[_Connection], ended: bool) -> None:
+        """The consumer is done with the stream. Reuse the connection if it read the
+        stream to its end and the body ended cleanly; drop it otherwise."""
+        sse = self._sse
+        if not ended or sse is None or self._error is not None or self._close_after:
+            self.close()
+        elif sse.complete:
+            self._give_back(idle)
+        elif self.alive:
+            # [DONE] came before the body's end (usually a read away): join the idle
+            # stack when it arrives; drop the connection if it does not.
+            self._release = (idle, draining)
+            draining.add(self)
+            self._drain = self._loop.call_later(DRAIN_SECONDS, self.abandon)
+            self._resume()
+        else:
+            self.close()
+
+    def abandon(self) -> None:
+        """Stop waiting for the end of a finished stream's body: drop the connection."""
+        self._stop_draining()
+        self.close()
+
 
 def _dechunk(buffer: bytearray) -> bytes | None:
     """The whole body of a chunked reply if it has all arrived (consumed), else None.
@@ -253,8 +434,233 @@ def _dechunk(buffer: bytearray) -> bytes | None:
         at = start + size + 2
 
 
+class _SseBody:
+    """A streamed body, decoded as it arrives (framing, encoding) and split into events.
+
+    Server-sent events: `data:` lines (a multi-line event's joined with \\n) until
+    a blank line; \\r\\n, \\n or \\r line ends; comments and other fields ignored.
+    """
+
+    __slots__ = (
+        "_chunked",
+        "_crlf",
+        "_inflate",
+        "_left",
+        "_need",
+        "_raw",
+        "_text",
+        "complete",
+        "done",
+        "events",
+        "extra",
+    )
+
+    def __init__(self, chunked: bool, length: int | None, encoding: str) -> None:
+        self.events: list[bytes] = []  # data of the events not taken yet
+        self.done = False  # [DONE] came: later events are dropped
+        self.complete = length == 0  # the whole body arrived
+        self.extra = False  # bytes after the body: the connection is out of step
+        self._chunked = chunked
+        self._left = length  # Content-Length bytes still to come; None: until close
+        self._need = 0  # bytes of the current chunk still to come
+        self._crlf = False  # a chunk's data arrived: its CRLF is next
+        self._raw = b""  # the start of a chunk header not complete yet
+        self._text = bytearray()  # decoded body not split into events yet (an event's start)
+        self._inflate: zlib._Decompress | None = None
+        if encoding in ("gzip", "deflate"):
+            self._inflate = zlib.decompressobj(47 if encoding == "gzip" else zlib.MAX_WBITS)
+        elif encoding not in ("", "identity"):
+            raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
+
+    @property
+    def until_close(self) -> bool:
+        """The body runs until the server closes the connection."""
+        return not self._chunked and self._left is None
+
+    def feed(self, data: bytes) -> None:
+        """Take the bytes just read (b"" at the end of a read-until-close body)."""
+        if self.complete:
+            self.extra = self.extra or bool(data)
+            return
+        if self._chunked:
+            data = self._dechunk(data)
+        elif self._left is None:
+            self.complete = not data
+        elif len(data) >= self._left:
+            self.extra = len(data) > self._left
+            data = data[: self._left]
+            self._left = 0
+            self.complete = True
+        else:
+            self._left -= len(data)
+        if self._inflate is not None:
+            data = self._decompress(data)
+        if data and not self.done:
+            self._split(data)
+        if self.complete and self._text and not self.done:
+            # The last event may lack its blank line (aiohttp's reader passed it on too).
+            self._split(b"\n\n")
+
+    def _decompress(self, data: bytes) -> bytes:
+        assert self._inflate is not None
+        try:
+            data = self._inflate.decompress(data)
+            if self.complete:
+                data += self._inflate.flush()
+        except zlib.error as ex:
+            raise ProtocolError(f"cannot decode the stream's body: {ex}") from None
+        if self.complete and not self._inflate.eof:
+            raise ProtocolError("the stream's compressed body is cut short")
+        return data
+
+    def _dechunk(self, data: bytes) -> bytes:
+        """The body bytes in `data` (after what earlier reads left), without the framing."""
+        if self._raw:
+            data = self._raw + data
+        out: list[bytes] = []
+        at, size, need, crlf = 0, len(data), self._need, self._crlf
+        while at < size:
+            if need:  # chunk data
+                stop = min(at + need, size)
+                out.append(data[at:stop])
+                need -= stop - at
+                at = stop
+            elif crlf:  # the CRLF after a chunk's data
+                if size - at < 2:
+                    break
+                if data[at : at + 2] != b"\r\n":
+                    raise ProtocolError("chunk data longer than its declared size")
+                at += 2
+                crlf = False
+            elif (end := data.find(b"\r\n", at)) < 0:
+                if size - at > MAX_HEAD:
+                    raise ProtocolError(f"chunk header longer than {MAX_HEAD} bytes")
+                break
+            elif chunk := _chunk_size(data[at:end]):
+                start = end + 2
+                stop = start + chunk
+                if data[stop : stop + 2] == b"\r\n":  # the whole chunk is here (usual)
+                    out.append(data[start:stop])
+                    at = stop + 2
+                else:
+                    need, crlf, at = chunk, True, start
+            else:  # the last chunk; trailers (usually none) end with an empty line
+                if data[end + 2 : end + 4] == b"\r\n":
+                    at = end + 4
+                elif (trailers := data.find(b"\r\n\r\n", end)) >= 0:
+                    at = trailers + 4
+                else:
+                    break
+                self.complete = True
+                self.extra = at < size
+                at = size
+        self._need, self._crlf = need, crlf
+        self._raw = data[at:]
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _split(self, data: bytes) -> None:
+        text = self._text
+        if text:  # an event's start waits: scan only the new bytes (a big event stays linear)
+            start = len(text) - 1  # a blank line or \r\n may straddle the old last byte
+            text += data
+            if b"\r" in data or text[start] == 13:
+                text[start:] = _unify_line_ends(bytes(text[start:]))
+            end = text.rfind(b"\n\n", start)
+            if end < 0:
+                return
+            data = bytes(text)
+            text.clear()
+        else:
+            if b"\r" in data:
+                data = _unify_line_ends(data)
+            end = data.rfind(b"\n\n")
+            if end < 0:
+                text += data
+                return
+        text += data[end + 2 :]
+        events = self.events
+        for block in data[:end].split(b"\n\n"):
+            if block[:5] == b"data:" and b"\n" not in block:
+                event = block[5:].lstrip(b" ")  # the usual event: one data line
+            else:
+                lines = [
+                    line[5:].lstrip(b" ") for line in block.split(b"\n") if line[:5] == b"data:"
+                ]
+                if not lines:
+                    continue  # comments, other fields or extra blank lines
+                event = b"\n".join(lines)
+            if len(event) < 16 and event.strip() == b"[DONE]":
+                self.done = True
+                text.clear()
+                return
+            events.append(event)
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        size = int(line, 16)
+    except ValueError:  # chunk extensions (";name=value"), or not a size at all
+        line = line.split(b";", 1)[0]
+        try:
+            size = int(line, 16)
+        except ValueError:
+            size = -1
+    if size < 0 or b"_" in line:
+        raise ProtocolError(f"bad chunk size {line[:20]!r}")
+    return size
+
+
+def _unify_line_ends(text: bytes) -> bytes:
+    """\\r\\n and a lone \\r become \\n; a \\r at the end waits (a \\n may follow)."""
+    if text.endswith(b"\r"):
+        return text[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\r"
+    return text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+class SseStream:
+    """A streamed reply (`Http1Pool.stream`): its status and headers, then its events.
+
+    A non-2xx reply comes whole (`body`) and has no events. `close` when done: the
+    connection is reused only if the events were read to their end.
+    """
+
+    __slots__ = ("_connection", "_draining", "_ended", "_idle", "body", "headers", "status")
+
+    def __init__(
+        self,
+        reply: _Reply,
+        connection: _Connection | None,
+        idle: list[_Connection],
+        draining: set[_Connection],
+    ) -> None:
+        self.status = reply.status
+        self.headers = reply.headers
+        self.body = reply.body
+        self._connection = connection
+        self._idle = idle
+        self._draining = draining
+        self._ended = connection is None
+
+    async def events(self) -> list[bytes]:
+        """The data of the events that arrived since the last call (waiting for at
+        least one), without [DONE]; [] at the end. Raises ProtocolError if the
+        server closes the connection mid-stream."""
+        if self._connection is None:
+            return []
+        batch = await self._connection.events()
+        if not batch:
+            self._ended = True
+        return batch
+
+    def close(self) -> None:
+        """Done: give the connection back if the stream was read to its end, else drop it."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.finish(self._idle, self._draining, self._ended)
+
+
 class Http1Pool:
-    """Keep-alive connections to one plain-http origin, for JSON POSTs."""
+    """Keep-alive connections to one plain-http origin, for JSON POSTs and SSE streams."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str]) -> None:
         parts = urlsplit(base_url)
@@ -269,11 +675,17 @@ class Http1Pool:
         fixed["Content-Type"] = "application/json"
         if (name := header_break(fixed)) is not None:
             raise header_error(name)
-        self._fixed = "\r\n".join(f"{k}: {v}" for k, v in fixed.items()).encode("latin-1")
+        self._fixed = _header_lines(fixed)
+        # As aiohttp's stream_sse sent it: the client's own Accept gives way.
+        sse = {k: v for k, v in fixed.items() if k.lower() != "accept"}
+        self._fixed_sse = _header_lines({**sse, "Accept": "text/event-stream"})
         # Connections belong to the event loop that made them (the sync API runs its
-        # own loop in a thread): one idle stack per loop.
+        # own loop in a thread): per loop, an idle stack and the streams still
+        # finishing their body after [DONE].
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Connection]]
         self._idle = weakref.WeakKeyDictionary()
+        self._draining: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[_Connection]]
+        self._draining = weakref.WeakKeyDictionary()
 
     async def post(
         self,
@@ -283,29 +695,8 @@ class Http1Pool:
         params: Mapping[str, str] | None = None,
     ) -> _Reply:
         """POST `body` (JSON) to `path` under the base URL; the whole reply."""
-        target = quote(f"{self._prefix}/{path.lstrip('/')}", safe=PATH_SAFE)
-        if params:
-            target += "?" + urlencode(params)
-        head = b"POST " + target.encode() + b" HTTP/1.1\r\n" + self._fixed
-        if headers:
-            if (name := header_break(headers)) is not None:
-                raise header_error(name)
-            extra = "".join(f"\r\n{k}: {v}" for k, v in headers.items())
-            head += extra.encode("latin-1")
-        data = head + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        loop = asyncio.get_running_loop()
-        idle = self._idle.get(loop)
-        if idle is None:
-            idle = self._idle[loop] = []
-        connection = None
-        while idle:
-            candidate = idle.pop()  # the most recently used is the least likely stale
-            transport = candidate.transport
-            if candidate.alive and transport is not None and not transport.is_closing():
-                connection = candidate
-                break
-        if connection is None:
-            _, connection = await loop.create_connection(_Connection, self.host, self.port)
+        data = self._request(self._fixed, path, body, headers, params)
+        connection, idle = await self._checkout()
         try:
             reply = await connection.request(data)
         except BaseException:
@@ -315,6 +706,68 @@ class Http1Pool:
             idle.append(connection)
         return reply
 
+    async def stream(
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> SseStream:
+        """POST `body` (JSON) asking for server-sent events; the reply's status and
+        headers once they arrive, its events then from `SseStream.events`.
+
+        A non-2xx reply is read whole (`SseStream.body`). Close the SseStream when
+        done with it: its connection is reused only if the stream was read to its end.
+        """
+        data = self._request(self._fixed_sse, path, body, headers, params)
+        connection, idle = await self._checkout()
+        try:
+            reply = await connection.request(data, stream=True)
+        except BaseException:
+            connection.close()  # cancelled or failed before the head: never reuse it
+            raise
+        draining = self._draining.get(connection._loop)
+        if draining is None:
+            draining = self._draining[connection._loop] = set()
+        if 200 <= reply.status < 300:
+            return SseStream(reply, connection, idle, draining)
+        if not reply.close and connection.alive:
+            idle.append(connection)
+        return SseStream(reply, None, idle, draining)
+
+    def _request(
+        self,
+        fixed: bytes,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> bytes:
+        target = quote(f"{self._prefix}/{path.lstrip('/')}", safe=PATH_SAFE)
+        if params:
+            target += "?" + urlencode(params)
+        head = b"POST " + target.encode() + b" HTTP/1.1\r\n" + fixed
+        if headers:
+            if (name := header_break(headers)) is not None:
+                raise header_error(name)
+            extra = "".join(f"\r\n{k}: {v}" for k, v in headers.items())
+            head += extra.encode("latin-1")
+        return head + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    async def _checkout(self) -> tuple[_Connection, list[_Connection]]:
+        """A live idle connection of the running loop, or a new one; and the loop's idle stack."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get(loop)
+        if idle is None:
+            idle = self._idle[loop] = []
+        while idle:
+            candidate = idle.pop()  # the most recently used is the least likely stale
+            transport = candidate.transport
+            if candidate.alive and transport is not None and not transport.is_closing():
+                return candidate, idle
+        _, connection = await loop.create_connection(_Connection, self.host, self.port)
+        return connection, idle
+
     def close(self) -> None:
         """Close the running loop's idle connections (others go with their loop)."""
         try:
@@ -323,3 +776,9 @@ class Http1Pool:
             return
         for connection in self._idle.pop(loop, []):
             connection.close()
+        for connection in list(self._draining.pop(loop, ())):
+            connection.abandon()
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    return "\r\n".join(f"{k}: {v}" for k, v in headers.items()).encode("latin-1")
