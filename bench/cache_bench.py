@@ -53,7 +53,10 @@ def bench_store_lookup(path: Path, prompts: list[str]) -> dict[str, float]:
 
 
 async def bench_worker_lookup(path: Path, count: int) -> dict[str, float]:
-    """Per-lookup latency as the cache stage sees it: off the event loop, on the worker."""
+    """Per-lookup latency of `Worker.get`: read on the event loop's thread from a
+    read-only connection once the worker has opened the database (before the
+    response-cache fast path it went to the worker thread; the name is kept so
+    results stay comparable)."""
     from gauge.model.cache.store import Store
     from gauge.model.cache.worker import worker_for
 

@@ -31,7 +31,9 @@ async def test_live_display_and_summary_show_key_stats(
         Task(samples(100), scorer=match()), model, log_dir=tmp_path, console=console
     )
     text = console.export_text()
-    assert "mock||-|visible" in text and "rate-limit hits 0" in text and "tokens/min" in text
+    # The key's rate control, under a label people read (never the internal key string).
+    assert "mock/visible" in text and "mock||-|visible" not in text
+    assert "in flight " in text and "rate-limited 0" in text and "tokens/min" in text
     summary = orjson.loads(Path(result.journal).read_bytes().splitlines()[-1])
     rate = summary["rate_control"]
     assert rate["key"] == "mock||-|visible" and rate["adaptive"] is True

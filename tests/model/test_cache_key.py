@@ -10,12 +10,15 @@ import pytest
 from gauge.model.cache.key import (
     CacheKey,
     compare,
+    digest_of,
     message_material,
+    model_material,
     public_url,
     request_key,
 )
 from gauge.model.cache.policy import CachePolicy, cache_epoch
 from gauge.model.config import GenerateConfig
+from gauge.model.content import ContentText
 from gauge.model.messages import (
     ChatMessage,
     ChatMessageAssistant,
@@ -247,3 +250,131 @@ def test_result_changing_model_args_key_and_secrets_never_do() -> None:
         "model_path": "/models/a",
         "base": "http://host/v1",
     }
+
+
+def _golden_cases() -> dict[str, CacheKey]:
+    user: list[ChatMessage] = [ChatMessageUser(content="What is 2+2?")]
+    convo: list[ChatMessage] = [
+        ChatMessageSystem(content="be brief"),
+        ChatMessageUser(content="add 2 and 2"),
+        ChatMessageAssistant(
+            content="", tool_calls=[ToolCall(id="abc", function="add", arguments={"a": 2, "b": 2})]
+        ),
+        ChatMessageTool(content="4", tool_call_id="abc", function="add"),
+    ]
+    return {
+        "plain": request_key(
+            "openai",
+            "gpt-x",
+            "https://api.example.com/v1",
+            user,
+            [],
+            "auto",
+            GenerateConfig(),
+            CachePolicy(),
+        ),
+        "mock-no-url": request_key(
+            "mock", "cache", None, user, [], "auto", GenerateConfig(cache=True), CachePolicy(), 0
+        ),
+        "tools": request_key(
+            "openai-api",
+            "local/m",
+            "https://user:pw@host.example:8443/v1/?api_key=s&x=1",
+            convo,
+            [ToolInfo(name="add", description="add numbers")],
+            ToolFunction(name="add"),
+            GenerateConfig(
+                temperature=0.2,
+                max_tokens=16,
+                extra_headers={"X-Trace": "t", "Authorization": "b"},
+                logit_bias={5: 1.0},
+                timeout=9,
+            ),
+            CachePolicy(expiry=None, scopes={"role": "grader"}),
+            epoch=3,
+            model_args={
+                "tokenizer": "gpt2",
+                "api_key": "k",
+                "threads": 4,
+                "path": "http://u:p@h/x",
+            },
+        ),
+        "no-epoch": request_key(
+            "hf",
+            "local",
+            None,
+            user,
+            [],
+            "none",
+            GenerateConfig(seed=1),
+            CachePolicy(per_epoch=False),
+            model_args={"max_length": 128},
+        ),
+    }
+
+
+def test_keys_stay_what_earlier_versions_stored() -> None:
+    # Digests computed by the key code before hits were made cheap (per-model parts
+    # cached, one-call digest): existing cache files must keep hitting.
+    golden = {
+        "plain": "cfb8192d1b176d898438dad75322072968c8a17df996c9b2f8de53ae91e0f85a",
+        "mock-no-url": "605a588de3e8ae2999e6c0fdaf95c6f0573a11beedbef265cad11c287dd66f38",
+        "tools": "06e0022296ac720b99c96f69ea8733447e9d6c47c419b79b58595d47c4095025",
+        "no-epoch": "ee0eb87fcf46d41cc164b589ab37fc5c2b4b8cb93c76f06e244b3ac9c3dfc0ce",
+    }
+    assert {name: k.hex for name, k in _golden_cases().items()} == golden
+
+
+@pytest.mark.parametrize("name", ["plain", "mock-no-url", "tools", "no-epoch"])
+def test_the_digest_is_the_canonical_json_of_the_components(name: str) -> None:
+    k = _golden_cases()[name]
+    components = {n: orjson.loads(v) for n, v in k.components.items()}
+    canonical = orjson.dumps(components, option=orjson.OPT_SORT_KEYS)
+    assert k.digest == hashlib.sha256(canonical).digest() == digest_of(k.components)
+
+
+def test_shared_model_parts_give_the_same_key() -> None:
+    args = {"tokenizer": "gpt2", "api_key": "k"}
+    parts = model_material("hf", "local", "http://h/v1", args)
+    made = [
+        request_key(
+            "hf",
+            "local",
+            "http://h/v1",
+            [ChatMessageUser(content=text)],
+            [],
+            "auto",
+            GenerateConfig(temperature=0.1),
+            POLICY,
+            epoch=1,
+            model_args=args,
+            model_parts=shared,
+        )
+        for text in ("a", "b")
+        for shared in (None, parts)
+    ]
+    assert made[0].digest == made[1].digest != made[2].digest == made[3].digest
+    assert made[0].components == made[1].components
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        ChatMessageUser(content="hi"),
+        ChatMessageUser(content="", id="x", source="input", metadata={"a": 1}),
+        ChatMessageUser(content="tool image", tool_call_id=["c1"]),
+        ChatMessageUser(content=[ContentText(text="part")]),
+        ChatMessageSystem(content="sys"),
+        ChatMessageAssistant(content="ok", model="m", source="generate"),
+        ChatMessageAssistant(  # an id the renumbering leaves as it is
+            content="", tool_calls=[ToolCall(id="call_0", function="f", arguments={})]
+        ),
+        ChatMessageTool(content="4"),
+        ChatMessageTool(content="4", tool_call_id="c1", function="f"),
+    ],
+)
+def test_plain_messages_enter_the_key_as_model_dump_gives_them(message: ChatMessage) -> None:
+    dumped = message.model_dump(
+        mode="json", exclude={"id", "source", "metadata", "model"}, exclude_none=True
+    )
+    assert message_material([message]) == [dumped]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,3 +170,33 @@ async def test_the_stream_default_of_a_provider_without_streaming_goes_through_t
     model = mock(outputs=answer)
     assert await collect(model, "q") == "whole reply"
     assert len(calls) == 1 and model.key().counters.successes == 1
+
+
+async def test_a_cached_stream_is_replayed_without_a_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GAUGE_CACHE_DIR", str(tmp_path))
+    model = mock()
+    first = await collect(model, "alpha beta gamma", cache=True)
+    calls = model.api.calls
+    again = [d async for d in model.stream("alpha beta gamma", cache=True)]
+    assert first == "alpha beta gamma" and again == ["alpha beta gamma"]  # one delta
+    assert model.api.calls == calls  # no request
+    assert model.key().counters.requests == 1  # and nothing went through the key
+    # A generate call with the same input is its own entry: it goes to the model.
+    output = await model.generate("alpha beta gamma", cache=True)
+    assert output.metadata == {"cache": "miss"} and model.api.calls == calls + 1
+
+
+async def test_a_stream_left_early_or_failed_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GAUGE_CACHE_DIR", str(tmp_path))
+    model = mock()
+    async with contextlib_aclosing(model.stream("one two three", cache=True)) as deltas:
+        assert await anext(deltas) == "one"
+    calls = model.api.calls
+    assert await collect(model, "one two three", cache=True) == "one two three"
+    assert model.api.calls == calls + 1  # the half-read stream was not stored
+    assert await collect(model, "one two three", cache=True) == "one two three"
+    assert model.api.calls == calls + 1  # the whole one was

@@ -112,24 +112,50 @@ def metric_rows(results: Sequence[EvalResult]) -> list[tuple[str, str, dict[str,
     return [(task, name, cells) for (task, name), cells in rows.items()]
 
 
-def results_table(results: Sequence[EvalResult]) -> Any:
-    """A rich Table: one row per task metric, one column per model."""
+def results_table(results: Sequence[EvalResult], width: int | None = None) -> Any:
+    """A rich Table: one row per task metric, one column per model.
+
+    Given the terminal's `width`, model names too long for it break after a `/`
+    (`openai-api/` over `meta-llama/Llama-3.1-8B-Instruct`) rather than being cut.
+    """
     from rich.table import Table
 
     models = list(dict.fromkeys(r.model for r in results))
-    table = Table(title="results", title_justify="left")
-    table.add_column("task")
-    table.add_column("metric")
-    for model in models:
-        table.add_column(model, justify="right")
-    for task, name, cells in metric_rows(results):
-        table.add_row(task, name, *(cells.get(m, "-") for m in models))
+    rows = metric_rows(results)
     status: dict[str, dict[str, str]] = {}
     for r in results:
         status.setdefault(r.task, {})[r.model] = f"{r.completed}/{r.samples} ({r.errors} err)"
-    for task, cells in status.items():
-        table.add_row(task, "samples", *(cells.get(m, "-") for m in models), style="dim")
+    headers = models
+    if width is not None:
+        cells = [c for _, _, row in rows for c in row.values()] + [
+            c for row in status.values() for c in row.values()
+        ]
+        cell = max((len(c) for c in cells), default=1)
+        fixed = max((len(t) for t in status), default=4) + max(
+            (len(n) for _, n, _ in rows), default=7
+        )
+        if fixed + sum(max(len(m), cell) for m in models) + 3 * len(models) + 7 > width:
+            headers = [_break_name(m, cell) for m in models]
+    table = Table(title="results", title_justify="left")
+    table.add_column("task")
+    table.add_column("metric")
+    for header in headers:
+        table.add_column(header, justify="right", overflow="fold")
+    for task, name, row in rows:
+        table.add_row(task, name, *(row.get(m, "-") for m in models))
+    for task, row in status.items():
+        table.add_row(task, "samples", *(row.get(m, "-") for m in models), style="dim")
     return table
+
+
+def _break_name(name: str, width: int) -> str:
+    """`name` on lines of at most `width` characters, broken only after a `/` (where it can)."""
+    lines = [""]
+    for part in name.split("/"):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part + "/"
+    return "\n".join(lines)[:-1]
 
 
 def render_results(results: Sequence[EvalResult], width: int = 120) -> str:
@@ -137,5 +163,5 @@ def render_results(results: Sequence[EvalResult], width: int = 120) -> str:
     from rich.console import Console
 
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
-    console.print(results_table(results))
+    console.print(results_table(results, width))
     return console.export_text()

@@ -86,6 +86,8 @@ def refused(ex: BaseException) -> bool:
     current: BaseException | None = ex
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if getattr(current, "via_proxy", False):
+            return False  # the proxy refused: the replica behind it may be fine
         if isinstance(current, ConnectionRefusedError):
             return True
         os_error = getattr(current, "os_error", None)  # aiohttp's ClientConnectorError

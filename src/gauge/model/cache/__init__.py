@@ -3,7 +3,8 @@
     policy.py   CachePolicy, expiry units, `--cache[=DURATION]`, `cache_epoch`
     key.py      canonical JSON of a request's key components -> SHA-256 key
     store.py    the SQLite (WAL) store: get, put, size, clear, expired, prune
-    worker.py   one thread per database, so lookups never block the event loop
+    worker.py   lookups on the caller's thread (read-only SQLite), stores on one
+                thread per database, so neither blocks the event loop
     stage.py    the generate-pipeline stage (hit: return; miss: call, then store)
     explain.py  why a request hits or misses, and the nearest stored entry
     api.py      the management functions (cache_path, cache_size, ...)

@@ -6,13 +6,15 @@ first appearance so a rerun's fresh ids still match), tools, tool choice, each
 result-changing config field (`config.<name>`), the epoch (when per_epoch) and
 the policy's scopes. The expiry is not a component: it is stored with the entry.
 
-Each component is serialised once; the key hashes them all, and a short
+Each component is serialised once (those every request of a model shares,
+once per model: `model_material`); the key hashes them all, and a short
 fingerprint of each is stored with the entry so `cache explain` can name the
 components in which a request differs from its nearest entry.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -25,7 +27,13 @@ from pydantic import BaseModel
 
 from gauge.model.cache.policy import CachePolicy, cache_epoch
 from gauge.model.config import GenerateConfig
-from gauge.model.messages import ChatMessage
+from gauge.model.messages import (
+    ChatMessage,
+    ChatMessageAssistant,
+    ChatMessageSystem,
+    ChatMessageTool,
+    ChatMessageUser,
+)
 from gauge.model.tools import ToolChoice, ToolInfo
 
 SCHEMA_VERSION = 1
@@ -48,7 +56,15 @@ NOT_IN_KEY = frozenset(
 """Config fields that cannot change a response: timeouts, retries, connections, hints."""
 
 ARGS_NOT_IN_KEY = frozenset(
-    {"threads", "batch_size", "num_concurrent", "max_retries", "timeout", "max_connections"}
+    {
+        "threads",
+        "batch_size",
+        "num_concurrent",
+        "max_retries",
+        "timeout",
+        "max_connections",
+        "proxy",
+    }
 )
 """Model args that cannot change a result: threads, batching, concurrency, retries."""
 
@@ -98,33 +114,128 @@ def request_key(
     policy: CachePolicy,
     epoch: int | None = None,
     model_args: Mapping[str, Any] | None = None,
+    model_parts: ModelParts | None = None,
 ) -> CacheKey:
     """The key of one prepared request (`epoch` defaults to `cache_epoch`).
 
-    `model_args` are the provider's (`-M`) arguments: those that can change a
-    result (hf/local's model_path, a tokenizer, max_length, ...) are a component.
+    `model_args` (-M) that can change a result are a component; `model_parts` is
+    `model_material(provider, model, base_url, model_args)`, kept by the caller.
     """
+    if model_parts is None:
+        model_parts = model_material(provider, model, base_url, model_args)
+    shared = model_parts.parts
+    encoded_messages = canonical_json(message_material(messages))
+    encoded_tools = canonical_json([t.model_dump(mode="json") for t in tools]) if tools else b"[]"
+    encoded_choice = _choice_json(tool_choice)
+    encoded_scopes = canonical_json(policy.scopes) if policy.scopes else b"{}"
+    # The components in the order they always had (the stored fingerprint keeps it).
     parts: dict[str, bytes] = {
+        "schema": shared["schema"],
+        "provider": shared["provider"],
+        "model": shared["model"],
+        "base_url": shared["base_url"],
+        "messages": encoded_messages,
+        "tools": encoded_tools,
+        "tool_choice": encoded_choice,
+        "scopes": encoded_scopes,
+    }
+    # `digest_of(parts)`, assembled in the names' sorted order (base_url < config.*
+    # < epoch < messages < model < model_args < ... < tools) without sorting.
+    body = [model_parts.head]
+    if policy.per_epoch:
+        encoded_epoch = canonical_json(cache_epoch.get() if epoch is None else epoch)
+        parts["epoch"] = encoded_epoch
+    _add_config(config, parts, body)
+    if policy.per_epoch:
+        body.append(b',"epoch":' + encoded_epoch)
+    body += (
+        b',"messages":',
+        encoded_messages,
+        model_parts.middle,
+        b',"scopes":',
+        encoded_scopes,
+        b',"tool_choice":',
+        encoded_choice,
+        b',"tools":',
+        encoded_tools,
+        b"}",
+    )
+    if (args := shared.get("model_args")) is not None:
+        parts["model_args"] = args
+    return CacheKey(model_parts.name, parts, hashlib.sha256(b"".join(body)).digest())
+
+
+def _add_config(config: GenerateConfig, parts: dict[str, bytes], body: list[bytes]) -> None:
+    """Add the config fields that can change a response to the parts and the digest body."""
+    material = config_material(config)
+    for name in sorted(material):
+        label = f"config.{name}"
+        encoded = parts[label] = canonical_json(material[name])
+        body.append(b',"%s":%s' % (label.encode(), encoded))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParts:
+    """The key components every request of one model shares, encoded once."""
+
+    name: str
+    """`provider/model`."""
+    parts: dict[str, bytes]
+    """schema, provider, model, base_url and (when any count) model_args."""
+    head: bytes
+    """The canonical JSON up to the first request component: `{"base_url":...`."""
+    middle: bytes
+    """The shared components between messages and scopes: `,"model":...,"schema":...`."""
+
+
+def model_material(
+    provider: str,
+    model: str,
+    base_url: str | None,
+    model_args: Mapping[str, Any] | None = None,
+) -> ModelParts:
+    """The key components every request of one model shares (schema, provider, model,
+    base URL, model args), encoded; `request_key` adds the request's own."""
+    material = args_material(model_args) if model_args else None
+    if not material:
+        return _shared_parts(provider, model, base_url)
+    return _model_parts(provider, model, base_url, canonical_json(material))
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_parts(provider: str, model: str, base_url: str | None) -> ModelParts:
+    return _model_parts(provider, model, base_url, None)
+
+
+def _model_parts(
+    provider: str, model: str, base_url: str | None, encoded_args: bytes | None
+) -> ModelParts:
+    parts = {
         "schema": canonical_json(SCHEMA_VERSION),
         "provider": canonical_json(provider),
         "model": canonical_json(model),
         "base_url": canonical_json(public_url(base_url)),
-        "messages": canonical_json(message_material(messages)),
-        "tools": canonical_json([t.model_dump(mode="json") for t in tools]),
-        "tool_choice": canonical_json(
-            tool_choice.model_dump(mode="json")
-            if isinstance(tool_choice, BaseModel)
-            else tool_choice
-        ),
-        "scopes": canonical_json(policy.scopes),
     }
-    if policy.per_epoch:
-        parts["epoch"] = canonical_json(cache_epoch.get() if epoch is None else epoch)
-    for name, value in config_material(config).items():
-        parts[f"config.{name}"] = canonical_json(value)
-    if model_args and (material := args_material(model_args)):
-        parts["model_args"] = canonical_json(material)
-    return CacheKey(f"{provider}/{model}", parts, digest_of(parts))
+    middle = b',"model":' + parts["model"]
+    if encoded_args is not None:
+        parts["model_args"] = encoded_args
+        middle += b',"model_args":' + encoded_args
+    middle += b',"provider":%s,"schema":%s' % (parts["provider"], parts["schema"])
+    head = b'{"base_url":' + parts["base_url"]
+    return ModelParts(f"{provider}/{model}", parts, head, middle)
+
+
+def _choice_json(choice: object) -> bytes:
+    if isinstance(choice, str):  # "auto", "none", "any": encoded once
+        return _string_json(choice)
+    if isinstance(choice, BaseModel):
+        return canonical_json(choice.model_dump(mode="json"))
+    return canonical_json(choice)
+
+
+@functools.lru_cache(maxsize=64)
+def _string_json(value: str) -> bytes:
+    return canonical_json(value)
 
 
 def args_material(model_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,7 +260,8 @@ def args_material(model_args: Mapping[str, Any]) -> dict[str, Any]:
 def message_material(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """Messages as they enter the key: content only, tool-call ids renumbered."""
     result = [
-        m.model_dump(mode="json", exclude=_MESSAGE_EXCLUDE, exclude_none=True) for m in messages
+        _plain_material(m) or m.model_dump(mode="json", exclude=_MESSAGE_EXCLUDE, exclude_none=True)
+        for m in messages
     ]
     ids: dict[str, str] = {}
     for message in result:
@@ -162,6 +274,26 @@ def message_material(messages: list[ChatMessage]) -> list[dict[str, Any]]:
         elif isinstance(ref, list):
             message["tool_call_id"] = [ids.get(r, r) for r in ref]
     return result
+
+
+def _plain_material(message: ChatMessage) -> dict[str, Any] | None:
+    """What `model_dump` gives for a message of plain text and nothing else, built
+    directly (the common case; a test checks the two agree); None for any other."""
+    others = _PLAIN_OTHERS.get(type(message))
+    if others is None or type(message.content) is not str:
+        return None
+    for name in others:
+        if getattr(message, name) is not None:
+            return None
+    return {"content": message.content, "role": message.role}
+
+
+_PLAIN_OTHERS: dict[type[BaseModel], tuple[str, ...]] = {
+    cls: tuple(n for n in cls.model_fields if n not in _MESSAGE_EXCLUDE | {"content", "role"})
+    for cls in (ChatMessageSystem, ChatMessageUser, ChatMessageAssistant, ChatMessageTool)
+}
+"""Per message class: the fields (besides content and role) that must be None for
+`_plain_material` to apply."""
 
 
 def config_material(config: GenerateConfig) -> dict[str, Any]:
@@ -187,6 +319,11 @@ def public_url(url: str | None) -> str | None:
     """`url` without user:password and without auth-like query parameters."""
     if not url:
         return None
+    return _public_url(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _public_url(url: str) -> str:
     parts = urlsplit(url.strip())
     host = parts.hostname or ""
     if parts.port is not None:
@@ -238,16 +375,20 @@ def canonical_json(value: Any) -> bytes:
 
 def digest_of(parts: dict[str, bytes]) -> bytes:
     """SHA-256 of the canonical JSON object made of `parts` (name -> component JSON)."""
-    digest = hashlib.sha256()
-    # The canonical JSON object of all components, assembled from their encodings.
-    digest.update(b"{")
-    for i, name in enumerate(sorted(parts)):
-        if i:
-            digest.update(b",")
-        digest.update(b'"%s":' % name.encode())
-        digest.update(parts[name])
-    digest.update(b"}")
-    return digest.digest()
+    # The canonical JSON object of all components, assembled from their encodings
+    # in sorted order and hashed in one call.
+    labels = _LABELS
+    body = b",".join([(labels.get(n) or _label(n)) + parts[n] for n in sorted(parts)])
+    return hashlib.sha256(b"{%s}" % body).digest()
+
+
+_LABELS: dict[str, bytes] = {}
+"""Component name -> its `"name":` prefix (names are few: fixed ones and config fields)."""
+
+
+def _label(name: str) -> bytes:
+    label = _LABELS[name] = b'"%s":' % name.encode()
+    return label
 
 
 def _summary(encoded: bytes) -> str:

@@ -2,8 +2,11 @@
 
 It sits right inside the total deadline and outside retries and the connection
 slot: a hit returns at once without taking a slot, and a miss stores the final
-output after whatever retries it took. The lookup runs on the database's
-worker thread (see worker.py), never on the event loop.
+output after whatever retries it took. A lookup reads on the event loop's own
+thread (pending stores first, then a read-only SQLite connection that never
+waits for a lock), so a hit costs no thread hop; stores, and the few lookups
+that read cannot answer, go to the database's worker thread (see worker.py).
+The key components every request of a model shares are encoded once per stage.
 
 Hits carry `metadata["cache"] = "hit"`; outputs that went to the model with the
 cache on carry "miss". Outputs with an error or a content_filter stop are
@@ -12,14 +15,16 @@ returned but never stored.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
 from gauge.errors import ConfigError, one_line
-from gauge.model.cache.key import CacheKey, request_key
+from gauge.model.cache.key import CacheKey, ModelParts, model_material, request_key
 from gauge.model.cache.policy import CachePolicy, as_policy
 from gauge.model.config import GenerateConfig
 from gauge.model.output import ModelOutput
@@ -34,14 +39,31 @@ def response_cache(api: ModelAPI) -> Stage:
     """A stage that answers from the cache when `config.cache` is on."""
 
     def wrap(call: Call) -> Call:
+        shared: list[Any] = [None, None]  # [what they were built from, model parts]
+
+        def model_parts() -> ModelParts:
+            # Per-model key components, encoded again only if the model changed.
+            source = (api.name, api.model_name, api.base_url, api.model_args)
+            if shared[0] != source:
+                shared[1] = model_material(*source)
+                args = source[3]
+                shared[0] = (*source[:3], None if args is None else dict(args))
+            parts: ModelParts = shared[1]
+            return parts
+
         async def stage(request: ModelRequest) -> ModelOutput:
-            setting = request.config.cache
+            config = request.config
+            setting = config.cache
             if not setting:
                 return await call(request)
             policy = setting if isinstance(setting, CachePolicy) else as_policy(setting)
             worker = current_worker()
             if policy is None or worker.disabled is not None:
                 return await call(request)
+            if request.operation == "stream":
+                # A streamed reply is stored as its text: kept apart from generate's
+                # entries, whose tool calls and logprobs a stream does not carry.
+                policy = _streamed(policy)
             key = request_key(
                 api.name,
                 api.model_name,
@@ -49,17 +71,22 @@ def response_cache(api: ModelAPI) -> Stage:
                 request.input,
                 request.tools,
                 request.tool_choice,
-                request.config,
+                config,
                 policy,
-                model_args=api.model_args,
+                model_parts=model_parts(),
             )
-            found = await worker.get(key.digest)
+            answered, found = worker.lookup(key.digest)
+            if not answered:
+                found = await worker.get(key.digest)
             if found is not None and is_fresh(found[0], policy):
-                output = ModelOutput.model_validate_json(found[1])
+                output = decode(found[1])
                 _mark(output, "hit")
                 return output
             output = await call(request)
-            if storable(output):
+            live = request.live
+            if live is not None:  # a stream past its first delta: stored once it ends
+                live.on_end(functools.partial(_store_stream, worker, key, policy))
+            elif storable(output):
                 await worker.put(entry_row(key, policy, output))
             _mark(output, "miss")
             return output
@@ -67,6 +94,36 @@ def response_cache(api: ModelAPI) -> Stage:
         return stage
 
     return wrap
+
+
+def _streamed(policy: CachePolicy) -> CachePolicy:
+    """`policy` with a scope that keys streamed replies apart."""
+    return policy.model_copy(update={"scopes": {**policy.scopes, "gauge.operation": "stream"}})
+
+
+def _store_stream(
+    worker: Worker,
+    key: CacheKey,
+    policy: CachePolicy,
+    output: ModelOutput | None,
+    error: BaseException | None,
+) -> None:
+    """A stream ended: store it when it completed (not on an error or an early stop)."""
+    if output is not None and storable(output):
+        worker.put(entry_row(key, policy, output))
+
+
+def decode(value: bytes) -> ModelOutput:
+    """A stored value as a ModelOutput.
+
+    Strict validation first: stored values are what `model_dump_json` wrote, so
+    nothing needs coercing, and strict skips the lax attempts (~25 % of a decode).
+    A value strict refuses is validated as before.
+    """
+    try:
+        return ModelOutput.model_validate_json(value, strict=True)
+    except ValidationError:
+        return ModelOutput.model_validate_json(value)
 
 
 def is_fresh(created: float, policy: CachePolicy, now: float | None = None) -> bool:
@@ -102,19 +159,39 @@ def entry_row(
     )
 
 
-_current: tuple[tuple[str | None, str | None, int], Worker] | None = None
+_current: tuple[tuple[object, object], Worker] | None = None
+_ENV_NAMES = ("GAUGE_CACHE_DIR", "XDG_CACHE_HOME")
+# The environment's own mapping, read directly: two `os.environ.get` calls (key
+# encoding, value decoding) were a few percent of a cache hit. CPython's os.environ
+# keeps its contents in `_data` under `encodekey` keys; anywhere else, `get`.
+_env_data: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+_env_keys: tuple[Any, ...] = _ENV_NAMES
+if isinstance(_env_data, dict) and callable(encode := getattr(os.environ, "encodekey", None)):
+    _env_keys = tuple(encode(name) for name in _ENV_NAMES)
+else:
+    _env_data = None
 
 
 def current_worker() -> Worker:
     """The worker of the database the environment points at now (in this process)."""
     global _current
-    env = (os.environ.get("GAUGE_CACHE_DIR"), os.environ.get("XDG_CACHE_HOME"), os.getpid())
+    data = _env_data if _env_data is not None else os.environ
+    env = (data.get(_env_keys[0]), data.get(_env_keys[1]))
     if _current is None or _current[0] != env:
         from gauge.model.cache.store import database_path
         from gauge.model.cache.worker import worker_for
 
         _current = (env, worker_for(database_path()))
     return _current[1]
+
+
+def _forget_current() -> None:
+    # A forked child has workers of its own (worker.py starts them afresh).
+    global _current
+    _current = None
+
+
+os.register_at_fork(after_in_child=_forget_current)
 
 
 def _mark(output: ModelOutput, state: str) -> None:
@@ -125,14 +202,27 @@ def _mark(output: ModelOutput, state: str) -> None:
 
 
 def cache_config(value: object) -> GenerateConfig:
-    """A config layer that sets only `cache` (from `generate(cache=...)`)."""
+    """A config layer that sets only `cache` (from `generate(cache=...)`).
+
+    Layers for True/False/None and expiry strings are built once and shared
+    (configs are never changed in place; `merge` builds a new one).
+    """
+    simple = value is None or isinstance(value, bool | str)
+    if simple and (layer := _layers.get(value)) is not None:
+        return layer
     try:
-        return GenerateConfig.model_validate({"cache": value})
+        layer = GenerateConfig.model_validate({"cache": value})
     except ValueError as ex:
         raise ConfigError(
             f"cache={value!r} is not valid: pass True, False, an expiry such as '1W', "
             f"or a CachePolicy ({one_line(ex)})"
         ) from None
+    if simple and len(_layers) < 64:
+        _layers[value] = layer
+    return layer
+
+
+_layers: dict[object, GenerateConfig] = {}
 
 
 def is_hit(output: ModelOutput) -> bool:

@@ -193,13 +193,26 @@ class Store:
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
         """key -> (created, value) for the keys that are stored."""
+        if self.conn is None:
+            return {}
+        try:
+            return self.read_many(self.conn, keys)
+        except sqlite3.Error as ex:
+            raise translate(ex, self.path) from None
+
+    @staticmethod
+    def read_many(
+        conn: sqlite3.Connection, keys: Sequence[bytes]
+    ) -> dict[bytes, tuple[float, bytes]]:
+        """`get_many` on any connection to a cache database (sqlite3.Error as is)."""
         found: dict[bytes, tuple[float, bytes]] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, created, value in self._run(
+            rows = conn.execute(
                 f"SELECT key, created, value FROM entries WHERE key IN ({marks})", chunk
-            ):
+            ).fetchall()
+            for key, created, value in rows:
                 found[key] = (created, value)
         return found
 

@@ -67,7 +67,7 @@ class Scorer:
         keys: list[CacheKey] = []
         if policy is not None and worker is not None and worker.disabled is None:
             keys = [self._key(operation, item, config, policy) for item in items]
-            found = await asyncio.gather(*(worker.get(k.digest) for k in keys))
+            found = await worker.get_many([k.digest for k in keys])
             for i, entry in enumerate(found):
                 if entry is not None and is_fresh(entry[0], policy):
                     results[i] = _load(entry[1])
