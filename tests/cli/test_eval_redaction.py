@@ -1,10 +1,13 @@
 """Canary secrets in every channel must never reach the journal (or the report)."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gauge.cli.main import main
+from gauge.model.providers.mock import MockAPI
+from gauge.model.registry import modelapi, unregister
 
 CANARIES = {
     "env": "env-canary-7d1e0f",
@@ -29,6 +32,20 @@ def leaky() -> Task:
 """
 
 
+class OpenMockAPI(MockAPI):
+    """The mock, taking any model arg (as OpenAI-compatible providers do, into the body)."""
+
+    model_args_go_to = "nowhere (a test provider)"
+
+
+@pytest.fixture
+def open_mock() -> Iterator[None]:
+    modelapi("openmock")(OpenMockAPI)
+    yield
+    unregister("openmock")
+
+
+@pytest.mark.usefixtures("open_mock")
 def test_canaries_never_reach_journal_or_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -40,7 +57,7 @@ def test_canaries_never_reach_journal_or_report(
             "eval",
             str(tmp_path / "leaky.py"),
             "-m",
-            "mock/echo",
+            "openmock/echo",
             "-M",
             f"secret_arg={CANARIES['arg']}",
             "-M",

@@ -19,10 +19,10 @@ def cache_command() -> None:
 
 @cache_command.command(name="path")
 def path_command() -> None:
-    """Print the cache database file (GAUGE_CACHE_DIR moves it)."""
+    """Print the cache database file (GAUGE_CACHE_DIR moves it), or the shared cache."""
     from gauge.model.cache import cache_path
 
-    click.echo(str(cache_path()))
+    click.echo(_shared() or str(cache_path()))
 
 
 @cache_command.command(name="list")
@@ -37,12 +37,14 @@ def list_command(expired: bool, models: tuple[str, ...]) -> None:
         for entry in entries:
             click.echo(f"{entry.key}  {entry.model}  expired {_when(entry.expires)}")
         click.echo(f"{len(entries)} expired entr{'y' if len(entries) == 1 else 'ies'}")
+        _say_store()
         return
     rows = [row for row in cache_models() if not models or row[0] in models]
     for model, count, size in rows:
         click.echo(f"{model}  {count} entries  {_bytes(size)}")
     if not rows:
         click.echo("the cache is empty")
+    _say_store()
 
 
 @cache_command.command(name="size")
@@ -54,6 +56,8 @@ def size_command(models: tuple[str, ...]) -> None:
 
     for model, size in cache_size(list(models)):
         click.echo(f"{model}  {_bytes(size)}")
+    if _say_store():
+        return
     on_disk = sum(f.stat().st_size for f in database_files(cache_path()) if f.exists())
     click.echo(f"on disk: {_bytes(on_disk)}  ({cache_path()})")
 
@@ -63,29 +67,47 @@ def size_command(models: tuple[str, ...]) -> None:
 @click.option(
     "--all", "everything", is_flag=True, help="Delete and recreate the database (repairs it)."
 )
-def clear_command(model: str | None, everything: bool) -> None:
-    """Delete one model's entries (--model) or everything (--all)."""
+@click.option("--expired", is_flag=True, help="Delete expired entries (of --model, if given).")
+def clear_command(model: str | None, everything: bool, expired: bool) -> None:
+    """Delete one model's entries (--model), expired ones (--expired) or everything (--all)."""
     from gauge.errors import ConfigError
     from gauge.model.cache import cache_clear
 
-    if bool(model) == everything:
+    if model and everything:
+        raise ConfigError(
+            f"give --model {model} or --all, not both: --all clears every model's entries"
+        )
+    if expired and everything:
+        raise ConfigError("give --expired or --all, not both: --all clears every entry")
+    if not model and not everything and not expired:
         raise ConfigError("say what to clear: --model provider/name, or --all for everything")
-    if everything:
+    where = _where()
+    if expired:
+        _prune([model] if model else [], where)
+    elif everything:
         cache_clear()
-        click.echo("cleared the whole cache")
+        click.echo(f"cleared the whole cache{where}")
     elif cache_clear(model or ""):
-        click.echo(f"cleared {model}")
+        click.echo(f"cleared {model}{where}")
     else:
-        click.echo(f"nothing stored for {model}")
+        click.echo(f"nothing stored for {model}{where}")
 
 
 @cache_command.command(name="prune")
 def prune_command() -> None:
     """Delete every expired entry."""
-    from gauge.model.cache import cache_prune
+    _prune([], _where())
 
-    count = cache_prune()
-    click.echo(f"pruned {count} expired entr{'y' if count == 1 else 'ies'}")
+
+def _prune(models: list[str], where: str) -> None:
+    from gauge.model.cache import cache_list_expired, cache_prune
+
+    if models:  # only these models' (an empty list would prune every model's)
+        entries = cache_list_expired(models)
+        count = cache_prune(entries) if entries else 0
+    else:
+        count = cache_prune()
+    click.echo(f"pruned {count} expired entr{'y' if count == 1 else 'ies'}{where}")
 
 
 @cache_command.command(name="explain")
@@ -116,6 +138,7 @@ def explain_command(
         if i:
             click.echo()
         _render(result)
+    _say_store()
 
 
 def _render(result: Explanation) -> None:
@@ -136,6 +159,26 @@ def _render(result: Explanation) -> None:
         )
         for difference in nearest.differences:
             click.echo(f"  differs: {difference}")
+
+
+def _shared() -> str | None:
+    """The shared cache the commands act on, in words; None: the local database."""
+    from gauge.model.cache.api import shared_store
+
+    return shared_store()
+
+
+def _where() -> str:
+    shared = _shared()
+    return "" if shared is None else f" in {shared}"
+
+
+def _say_store() -> bool:
+    """With the shared cache on, say so (`store: Redis at ...`); whether it is on."""
+    shared = _shared()
+    if shared is not None:
+        click.echo(f"store: {shared}")
+    return shared is not None
 
 
 def _when(timestamp: float | None) -> str:

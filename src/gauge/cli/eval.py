@@ -7,6 +7,7 @@ and a `.env` file found from the working directory upward is read first.
 from __future__ import annotations
 
 import asyncio
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,25 @@ def _config_options() -> list[click.Option]:
                 click.Option(
                     [flag, name],
                     type=click.Choice(literal) if literal else str,
+                    metavar=None if literal else _metavar(kinds),
                     envvar=_env(name),
                     help=help_text,
                 )
             )
     return options
+
+
+def _metavar(kinds: set[type]) -> str:
+    """What --help shows a value as (parsed later as YAML, then validated by GenerateConfig)."""
+    if kinds == {int}:
+        return "INTEGER"
+    if kinds <= {int, float}:
+        return "FLOAT"
+    if kinds == {str}:
+        return "TEXT"
+    if bool in kinds:
+        return "auto|true|false"
+    return "JSON"
 
 
 def _kinds(annotation: Any) -> set[type]:
@@ -180,8 +195,14 @@ def _build_config(params: dict[str, Any]) -> Any:
         raise ConfigError(f"bad generation flag: {one_line(ex)}") from None
 
 
-def _model_file(path: str) -> tuple[str | None, dict[str, Any], dict[str, Any], str | None]:
-    """(model, config values, model args, base_url) from a --model-config YAML/JSON file."""
+def _model_file(
+    path: str,
+) -> tuple[str | None, dict[str, Any], dict[str, Any], str | None, dict[str, Any]]:
+    """(model, config values, model args, base_url, other keys) from a --model-config file.
+
+    Other keys (beside model, base_url, config, args) are model args if the provider
+    takes them (`_check_file_keys`).
+    """
     import yaml
 
     from gauge.model.config import GenerateConfig
@@ -199,9 +220,44 @@ def _model_file(path: str) -> tuple[str | None, dict[str, Any], dict[str, Any], 
     base_url = data.pop("base_url", None)
     config = dict(data.pop("config", None) or {})
     args = dict(data.pop("args", None) or {})
+    loose: dict[str, Any] = {}
     for key, value in data.items():
-        (config if key in GenerateConfig.model_fields else args)[key] = value
-    return model, config, args, base_url
+        (config if key in GenerateConfig.model_fields else loose)[key] = value
+    return model, config, args, base_url, loose
+
+
+_FILE_KEYS = ("model", "base_url", "api_key", "config", "args")
+
+
+def _check_file_keys(path: str, loose: dict[str, Any], models: list[str]) -> None:
+    """A --model-config key beside model/config/args must be a model arg the provider takes.
+
+    (Under `args:`, names go on as given: providers that pass extra names on, such as
+    OpenAI-compatible ones into the request body, take them.)
+    """
+    if not loose:
+        return
+    import difflib
+
+    from gauge.model.config import GenerateConfig
+    from gauge.model.factory import DEFAULT_MODEL, MODEL_ENV, parse_model_name
+    from gauge.model.lm_eval_args import CONFIG_ARGS, PROVIDER_ARGS, known_model_args
+    from gauge.model.registry import provider_class
+
+    names = models or [os.environ.get(MODEL_ENV) or DEFAULT_MODEL]
+    for key in loose:
+        if key == "api_key" or key in CONFIG_ARGS or key in PROVIDER_ARGS:
+            continue
+        for name in names:
+            known = known_model_args(provider_class(parse_model_name(name)[0]))
+            if known is not None and key not in known:
+                words = [*GenerateConfig.model_fields, *known, *_FILE_KEYS]
+                close = difflib.get_close_matches(key, words, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(
+                    f"--model-config {path}: unknown key {key!r}{hint}; use model, base_url, "
+                    "config: {generation settings} and args: {model args}"
+                )
 
 
 def _eval_options(f: Any) -> Any:
@@ -310,6 +366,20 @@ def _eval_options(f: Any) -> Any:
             help="Sample errors tolerated before stopping.",
         ),
         click.option(
+            "--shared-state",
+            metavar="URL",
+            envvar="GAUGE_SHARED_STATE",
+            help="Share rate budgets, pauses and concurrency with every process using the "
+            "same keys, through Redis (redis://host:6379/0). See docs/scale.md.",
+        ),
+        click.option(
+            "--shared-state-fallback",
+            type=click.Choice(["error", "local"]),
+            envvar="GAUGE_SHARED_STATE_FALLBACK",
+            help="Redis unreachable at start: stop with an error (default) or warn and "
+            "run with local state.",
+        ),
+        click.option(
             "--display/--no-display",
             default=True,
             envvar="GAUGE_DISPLAY",
@@ -329,18 +399,51 @@ def _eval_options(f: Any) -> Any:
 @_eval_options
 def eval_command(**params: Any) -> None:
     """Run TASK (path.py or path.py@name) on one or more models and print the results."""
-    from gauge.evaluation.runner import EvalError
+    from gauge.evaluation.runner import EvalError, take_interrupted
 
+    take_interrupted()
     try:
         results = asyncio.run(_run(params))
     except EvalError as ex:
         if ex.results:  # the runs that finished still get their table
             _print_results(ex.results)
         raise
+    except KeyboardInterrupt:  # Ctrl-C: say where the journal is and how to go on
+        for path in take_interrupted():
+            click.echo(f"journal kept at {path}\nresume with: {_resume_command(path)}", err=True)
+        raise
     _print_results(results)
 
 
+def _resume_command(path: str) -> str:
+    import shlex
+
+    return f"gauge eval --resume {shlex.quote(path)}"
+
+
 eval_command.params.extend(_config_options())
+
+
+def _environment_help(params: list[click.Parameter]) -> str:
+    """The --help epilog: every GAUGE_* variable gauge eval reads."""
+    names = [p.envvar for p in params if isinstance(p.envvar, str)]
+    others = {
+        "GAUGE_CACHE_DIR": "where the response cache lives",
+        "GAUGE_SHARED_STATE": "redis:// URL of state shared between processes",
+        "GAUGE_SHARED_STATE_FALLBACK": "error or local when Redis is unreachable",
+    }
+    also = "; ".join(f"{name} ({what})" for name, what in others.items() if name not in names)
+    return (
+        "Environment: each option can be set by its GAUGE_ variable, and a flag wins over it: "
+        + ", ".join(names)
+        + ". A .env file found from the working directory upward is read first. "
+        + (f"Also read: {also}. " if also else "")
+        + "Without --model (or GAUGE_MODEL) the bundled hf/gauge-tiny runs. Provider keys "
+        "and URLs are <PROVIDER>_API_KEY and <PROVIDER>_BASE_URL (gauge models lists them)."
+    )
+
+
+eval_command.epilog = _environment_help(eval_command.params)
 
 
 async def _run(params: dict[str, Any]) -> list[Any]:
@@ -359,12 +462,18 @@ async def _run(params: dict[str, Any]) -> list[Any]:
     model_args = _key_values(params["model_args"], "-M")
     base_url = params["model_base_url"]
     models: list[Any] = [m.strip() for m in (params["model"] or "").split(",") if m.strip()]
+    if params["model"] is not None and not models:
+        raise ConfigError(
+            "--model is empty; give provider/name, e.g. mock/test or openai/gpt-4o-mini "
+            "(or leave it out for GAUGE_MODEL, else hf/gauge-tiny)"
+        )
     if params["model_config"]:
-        file_model, file_config, file_args, file_url = _model_file(params["model_config"])
-        model_args = {**file_args, **model_args}
-        base_url = base_url or file_url
+        file_model, file_config, file_args, file_url, loose = _model_file(params["model_config"])
         if file_model and not models:
             models = [file_model]
+        _check_file_keys(params["model_config"], loose, models)
+        model_args = {**file_args, **loose, **model_args}
+        base_url = base_url or file_url
         try:
             model_config = GenerateConfig(**file_config)
         except ValueError as ex:
@@ -383,7 +492,8 @@ async def _run(params: dict[str, Any]) -> list[Any]:
         "max_errors": params["max_errors"],
         "display": params["display"],
     }
-    if params["resume"]:
+    resume: Any = params["resume"]
+    if resume:
         setup = resume_setup(
             params["resume"],
             params["task_spec"],
@@ -399,7 +509,7 @@ async def _run(params: dict[str, Any]) -> list[Any]:
             setup.model_args,
             base_url or setup.base_url,
         )
-        config, model_config = setup.config, setup.model_config
+        config, model_config, resume = setup.config, setup.model_config, setup.journal
         options.update({k: v for k, v in setup.options.items() if options.get(k) is None})
     elif not params["task_spec"]:
         raise TaskError("give a TASK (e.g. examples/arithmetic.py) or --resume LOG")
@@ -416,7 +526,9 @@ async def _run(params: dict[str, Any]) -> list[Any]:
         model_args=model_args,
         config=config,
         model_config=model_config,
-        resume=params["resume"],
+        resume=resume,
+        shared_state=params["shared_state"],
+        shared_state_fallback=params["shared_state_fallback"],
         **options,
     )
 
@@ -427,6 +539,6 @@ def _print_results(results: list[Any]) -> None:
     from gauge.evaluation.results import results_table
 
     console = Console()
-    console.print(results_table(results))
+    console.print(results_table(results, console.width))
     for result in results:
         click.echo(f"journal: {result.journal}")

@@ -161,6 +161,11 @@ def read_journal(path: str | Path) -> Journal:
     torn = 0
     for number, record in iter_lines(path):
         if record is None:
+            if journal is None:  # a journal starts with its header, written whole
+                raise JournalError(
+                    f"{path}:{number}: not a gauge journal (the first line is not a JSON "
+                    "object); give a .jsonl file written by gauge eval"
+                )
             torn += 1
             continue
         kind = record.get("type")

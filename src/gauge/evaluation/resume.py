@@ -10,6 +10,11 @@ value of that setting at every layer, and then the usual precedence applies.
 The latest record wins: a "resume" line records the settings that part ran
 with, so a second resume continues with them.
 
+Only settings that do not change results may be given a new value (connections,
+retries, timeouts, rate budgets, cache, base URL, limits, display, logs): the
+runner's pre-flight (`gauge.evaluation.preflight.check_resume`) refuses any
+other change, such as a temperature, a task argument or a model arg, in one line.
+
 Secrets were redacted from the header, so masked values (model args, URL
 credentials) are not reused: they come back from the environment, -M, or
 --model-base-url given with --resume.
@@ -17,12 +22,14 @@ credentials) are not reused: they come back from the environment, -M, or
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gauge.errors import ConfigError, one_line
-from gauge.evaluation.journal import JournalError, read_journal
+from gauge.evaluation.journal import Journal, JournalError, read_journal
+from gauge.evaluation.metrics import reducer
 from gauge.evaluation.redact import MASK
 from gauge.evaluation.task import Task, TaskError, load_task
 from gauge.model.config import GenerateConfig
@@ -42,6 +49,8 @@ class ResumeSetup:
     options: dict[str, Any]
     model_config: GenerateConfig | None = None
     """The model's layer: recorded, overridden by the resume command's --model-config."""
+    journal: Journal | None = None
+    """The journal read (handed on to the runner, so it is read once)."""
 
 
 def _masked(value: Any) -> bool:
@@ -93,6 +102,10 @@ def resume_setup(
     task = load_task(spec, {**recorded_args, **task_args})
     if task.name != task_info.get("name") and task_spec is None:
         raise JournalError(f"{path}: task {task_info.get('name')!r} no longer loads from {spec}")
+    if isinstance(task_info.get("epoch_reducer"), str):  # as --epochs-reducer set it
+        # (A Reducer object given in Python has no name to rebuild: the task's own stays.)
+        with contextlib.suppress(ConfigError):
+            task.epoch_reducer = reducer(task_info["epoch_reducer"])
     model_info = header.get("model") or {}
     recorded_model = model_info.get("name")
     if models and recorded_model and models != [recorded_model]:
@@ -137,4 +150,5 @@ def resume_setup(
         config=run,
         options={"limit": run_info.get("limit"), "epochs": run_info.get("epochs")},
         model_config=model_layer if model_layer.model_fields_set else None,
+        journal=journal,
     )

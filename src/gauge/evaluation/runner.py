@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from gauge.errors import ConfigError, GaugeError, one_line
+from gauge.evaluation import preflight
 from gauge.evaluation.dataset import Sample
-from gauge.evaluation.journal import JournalWriter, read_journal
+from gauge.evaluation.journal import Journal, JournalWriter, read_journal
 from gauge.evaluation.progress import REFRESH_HZ, Counters, ProgressDisplay
 from gauge.evaluation.redact import Redactor
 from gauge.evaluation.results import Aggregator, EvalResult
@@ -47,6 +48,17 @@ class EvalError(GaugeError):
         super().__init__(message)
         self.results = results or []
         """Every run's result, the stopped ones included (status "error")."""
+
+
+_interrupted: list[str] = []
+"""Journals of runs stopped by Ctrl-C (or cancelled) since `take_interrupted` last ran."""
+
+
+def take_interrupted() -> list[str]:
+    """The journals of runs interrupted since the last call (the CLI prints how to resume)."""
+    out = list(dict.fromkeys(_interrupted))
+    _interrupted.clear()
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -196,7 +208,7 @@ async def run_task(
     model: Model,
     config: GenerateConfig | None = None,
     options: RunOptions | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | Journal | None = None,
     redactor: Redactor | None = None,
     model_args: dict[str, Any] | None = None,
     display: ProgressDisplay | None = None,
@@ -227,8 +239,8 @@ async def run_task(
     aggregator = Aggregator(scorer_metrics, task.epoch_reducer, epochs)
     done: set[tuple[Any, int]] = set()
     if resume is not None:
-        journal = read_journal(resume)
-        path = Path(resume)
+        journal = resume if isinstance(resume, Journal) else read_journal(resume)
+        path = journal.path
         ids = {s.id for s in samples}
         for key, line in journal.samples.items():
             # Only pairs of this run count (a resume may use a smaller --limit or fewer epochs).
@@ -265,7 +277,7 @@ async def run_task(
     if own_display:
         display = ProgressDisplay(options.console)
     if display is not None:
-        display.add(f"{task.name} {model.name}", counters)
+        display.add(model.name, counters, model=model, task=task.name)
     undo = instrument(model, counters)
     token = _active_model.set(model)
     config_token = active_config.set(run_config)
@@ -280,6 +292,7 @@ async def run_task(
         status, message = "error", redactor.text(str(ex))
     except (asyncio.CancelledError, KeyboardInterrupt):
         status, message = "cancelled", "interrupted"
+        _interrupted.append(str(path))  # the CLI says how to resume it
         raise
     except BaseException as ex:
         status, message = "error", f"{type(ex).__name__}: {one_line(ex)}"
@@ -478,9 +491,12 @@ async def _run_pairs(
 
     # `width` samples send at once; up to as many more may sleep in backoff meanwhile
     # (each lends its place while it sleeps: see gauge.model.pipeline.backoff_lender).
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(2 * width, counters.total))]
     ticker = asyncio.ensure_future(_tick(writer, display))
+    workers: list[asyncio.Future[None]] = []
     try:
+        if counters.total:
+            await _load(model, counters)
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(2 * width, counters.total))]
         pending = set(workers)
         while pending:
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -501,6 +517,23 @@ async def _run_pairs(
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+
+
+async def _load(model: Model, counters: Counters) -> None:
+    # A local model (hf) loads before the first sample, so the display says "loading"
+    # rather than a frozen 0/N. A load that fails here fails again on the first
+    # sample, which records the error as before.
+    loads = [load for api in model.replicas if callable(load := getattr(api, "load", None))]
+    if not loads:
+        return
+    counters.loading = True
+    try:
+        for load in loads:
+            with contextlib.suppress(Exception):
+                await load()
+    finally:
+        counters.loading = False
+        counters.started = time.perf_counter()  # rate and ETA count from the first sample
 
 
 async def _tick(writer: JournalWriter, display: ProgressDisplay | None) -> None:
@@ -534,8 +567,10 @@ async def eval_async(
     model_base_url: str | None = None,
     model_args: dict[str, Any] | None = None,
     config: GenerateConfig | dict[str, Any] | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | Journal | None = None,
     model_config: GenerateConfig | dict[str, Any] | None = None,
+    shared_state: str | None = None,
+    shared_state_fallback: str | None = None,
     **options: Any,
 ) -> list[EvalResult]:
     """Run each task on each model; one journal and one EvalResult per pair.
@@ -551,8 +586,17 @@ async def eval_async(
     `config`, `model_args` such as num_concurrent) < the task's config <
     `config` < GenerateConfig fields given as keywords < a solver's per-call
     config. The response cache is the `cache` setting.
+
+    `shared_state` (a redis:// URL; default GAUGE_SHARED_STATE) shares every
+    connection key's budgets, pauses and concurrency with the other processes
+    using it (gauge.model.shared, docs/scale.md), from now on in this process;
+    `shared_state_fallback="local"` runs with local state if Redis is unreachable.
     """
     from gauge.model.factory import get_model
+    from gauge.model.rate.shared import prepare
+
+    # First: an unreachable Redis is one error before any journal or sample.
+    prepare(shared_state, shared_state_fallback)
 
     specs = list(tasks) if isinstance(tasks, list | tuple) else [tasks]
     task_list = [_as_task(t) for t in specs]
@@ -591,6 +635,13 @@ async def eval_async(
             if any(item.name == other.name for other, _ in built):
                 raise EvalError(f"model {item.name} is listed twice; list each model once")
             built.append((item, isinstance(entry, Model)))
+        try:
+            resume = _preflight(task_list, built, run_config, run_options, resume, model_args)
+        except BaseException:
+            for item, given in built:
+                if not given:
+                    await item.close()
+            raise
 
         async def run_model(item: Model, given: bool) -> list[EvalResult]:
             out = []
@@ -632,6 +683,34 @@ async def eval_async(
             message = f"{len(failed)} of {len(results)} runs stopped: {message}"
         raise EvalError(message, results)
     return results
+
+
+def _preflight(
+    tasks: list[Task],
+    built: list[tuple[Model, bool]],
+    run_config: GenerateConfig,
+    options: RunOptions,
+    resume: str | Path | Journal | None,
+    model_args: dict[str, Any],
+) -> Journal | None:
+    """The checks made before any journal or sample (gauge.evaluation.preflight).
+
+    Returns the journal to resume, read once here.
+    """
+
+    def resolved(model: Model, task: Task) -> GenerateConfig:
+        return resolve_settings(model.config, task.config, run_config).resolved
+
+    models = [model for model, _ in built]
+    log_dir = options.log_dir if resume is None else None
+    preflight.check_run(tasks, models, resolved, options.epochs, log_dir)
+    if resume is None:
+        return None
+    journal = resume if isinstance(resume, Journal) else read_journal(resume)
+    model, given = built[0]
+    args = model.api.model_args if given else model_args
+    preflight.check_resume(journal, tasks[0], model, resolved(model, tasks[0]), args)
+    return journal
 
 
 def eval(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -139,6 +140,7 @@ def load_task(spec: str, args: dict[str, Any] | None = None) -> Task:
         )
     if not path.is_file():
         raise TaskError(f"task file {path} not found; check the path")
+    _check_not_inspect(path)
     module = _import_file(path)
     found = {
         getattr(obj, TASK_ATTR): obj for obj in vars(module).values() if hasattr(obj, TASK_ATTR)
@@ -167,14 +169,83 @@ def load_task(spec: str, args: dict[str, Any] | None = None) -> Task:
     return built
 
 
+_INSPECT_IMPORT = re.compile(
+    r"^\s*(?:from\s+inspect_ai[\w.]*\s+import|import\s+inspect_ai)\b", re.M
+)
+_GAUGE_IMPORT = re.compile(r"^\s*(?:from\s+gauge[\w.]*\s+import|import\s+gauge)\b", re.M)
+
+
+def _check_not_inspect(path: Path) -> None:
+    """An Inspect AI task file is refused with what to change, without running it."""
+    try:
+        source = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as ex:
+        raise TaskError(f"cannot read task file {path}: {ex.strerror}") from None
+    if _INSPECT_IMPORT.search(source) and not _GAUGE_IMPORT.search(source):
+        raise TaskError(
+            f"{path} is an Inspect AI task (it imports inspect_ai); gauge runs its own task "
+            "API, which mirrors Inspect's: change `from inspect_ai import Task, task` to "
+            "`from gauge import Task, task` and inspect_ai.dataset/solver/scorer to "
+            "gauge.dataset/solver/scorer, then run it again"
+        )
+
+
 def _check_args(factory: Callable[..., Any], args: dict[str, Any], name: str) -> None:
     params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(args) - set(params))
-    if unknown:
-        known = ", ".join(params) or "none"
-        raise TaskError(f"task {name} has no argument {', '.join(unknown)}; its arguments: {known}")
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            known = ", ".join(params) or "none"
+            raise TaskError(
+                f"task {name} has no argument {', '.join(unknown)}; its arguments: {known}"
+            )
+    hints = _hints(factory)
+    for arg, value in args.items():
+        expected = _expected(hints.get(arg, Any), value)
+        if expected is not None:
+            shown = value if isinstance(value, str) else repr(value)
+            raise TaskError(f"-T {arg}={shown}: {arg} must be {expected} (task {name})")
+
+
+def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The task function's resolved annotations ({} when they cannot be resolved)."""
+    import typing
+
+    try:
+        return typing.get_type_hints(inspect.unwrap(factory))
+    except Exception:  # an annotation naming something that is not importable: no check
+        return {}
+
+
+def _expected(annotation: Any, value: Any) -> str | None:
+    """What `annotation` asks for, when `value` (as -T parsed it) is not that; else None."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        wanted = [_expected(arg, value) for arg in typing.get_args(annotation)]
+        if any(w is None for w in wanted):
+            return None
+        return " or ".join(dict.fromkeys(w for w in wanted if w))
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        return None if value in choices else "one of " + ", ".join(map(str, choices))
+    if annotation is type(None):
+        return None if value is None else "null"
+    kind = origin or annotation
+    checks: dict[Any, tuple[Callable[[Any], bool], str]] = {
+        bool: (lambda v: isinstance(v, bool), "true or false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+        list: (lambda v: isinstance(v, list), "a list, e.g. [a, b]"),
+        tuple: (lambda v: isinstance(v, list), "a list, e.g. [a, b]"),
+        dict: (lambda v: isinstance(v, dict), "a mapping, e.g. {k: v}"),
+    }
+    if kind in checks:
+        fits, description = checks[kind]
+        return None if fits(value) else description
+    return None  # str, Any, Path, classes: -T text is passed as is
 
 
 def _import_file(path: Path) -> Any:

@@ -13,6 +13,7 @@ from gauge.errors import ConfigError, MissingAPIKey, ModelNameError, one_line
 from gauge.model import memo
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig, as_config
+from gauge.model.lm_eval_args import check_model_args
 from gauge.model.lm_eval_args import resolve as resolve_lm_eval_args
 from gauge.model.model import Model
 from gauge.model.pool import split_urls
@@ -71,13 +72,13 @@ def get_model(
             routed.name = provider
         check_installed(provider, routed)
         cls = routed
+    check_model_args(cls, provider, model_args)  # an unknown -M name fails before building
     api_key = api_key or _first_env(env_vars(cls, provider, "API_KEY"))
     if cls.needs_api_key and not api_key:
         names = " or ".join(env_vars(cls, provider, "API_KEY"))
         raise MissingAPIKey(f"provider {provider!r} needs an API key: set {names} or pass api_key=")
     replicas = [
-        cls(model_name, base_url=url, api_key=api_key, config=config, **model_args)
-        for url in urls
+        cls(model_name, base_url=url, api_key=api_key, config=config, **model_args) for url in urls
     ]
     api = replicas[0]
     result = Model(api, config, replicas)

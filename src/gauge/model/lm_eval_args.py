@@ -14,10 +14,21 @@ it as a model arg, converted and checked; providers that score loglikelihoods ta
 `tokenizer` and `batch_size`. Values may arrive as strings (the CLI,
 YAML files); a bad one, or a clash with the same setting given under gauge's
 name, is a one-line ConfigError.
+
+Every other model arg is checked against what the provider takes
+(`check_model_args`), before the provider is built: a provider class declares
+the names it reads (`model_arg_names`, data like its capabilities) and, when it
+passes other names on somewhere (OpenAI-compatible providers into the request
+body, hf to `from_pretrained`), where (`model_args_go_to`). An unknown name on a
+provider that passes nothing on, or a GenerateConfig field given as a model arg
+(`-M temperature=0`) where the provider does not take it, is a one-line
+ConfigError naming the known args. A provider that declares nothing (a custom
+one reading `self.model_args`) is not checked.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -179,6 +190,82 @@ def providers_taking(name: str) -> list[str]:
         if takes(cls, name):
             out.append(provider)
     return out
+
+
+_BASE_PARAMETERS = frozenset({"self", "model_name", "base_url", "api_key", "config"})
+
+
+def known_model_args(cls: type[ModelAPI]) -> frozenset[str] | None:
+    """The model args provider class `cls` reads, or None when it does not declare them.
+
+    Its declared `model_arg_names`, and the keyword parameters of the `__init__`
+    methods in its MRO (a subclass that adds a parameter takes it too).
+    """
+    declared = getattr(cls, "model_arg_names", None)
+    if declared is None:
+        return None
+    return frozenset(declared) | _init_parameters(cls)
+
+
+@functools.lru_cache(maxsize=256)
+def _init_parameters(cls: type[ModelAPI]) -> frozenset[str]:
+    import inspect  # only when model args are given: it costs ~4 ms to import
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names.update(
+            p.name
+            for p in parameters
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+    return frozenset(names - _BASE_PARAMETERS)
+
+
+def check_model_args(cls: type[ModelAPI], provider: str, model_args: Mapping[str, Any]) -> None:
+    """Raise a one-line ConfigError for model args provider class `cls` does not take.
+
+    Call after `resolve` (lm-eval's names are handled there). A provider that
+    passes other names on (`model_args_go_to`) refuses only GenerateConfig
+    fields it does not take itself: `-M temperature=0` is a generation setting.
+    """
+    if not model_args:
+        return
+    known = known_model_args(cls)
+    if known is None:
+        return
+    lm_eval = {name for name in PROVIDER_ARGS if takes(cls, name)}
+    unknown = sorted(n for n in model_args if n not in known and n not in lm_eval)
+    passed_on: str | None = getattr(cls, "model_args_go_to", None)
+    if passed_on:
+        unknown = [n for n in unknown if n in GenerateConfig.model_fields]
+    if unknown:
+        raise ConfigError(_unknown_args(provider, unknown, known, passed_on))
+
+
+def _unknown_args(provider: str, unknown: list[str], known: frozenset[str], to: str | None) -> str:
+    got = ", ".join(unknown)
+    setting = next((n for n in unknown if n in GenerateConfig.model_fields), None)
+    flag = "" if setting is None else "--" + setting.replace("_", "-")
+    if to:  # only generation settings are refused here
+        return (
+            f"-M {got} is a generation setting, not a model arg of provider {provider!r}; "
+            f"give it as {flag} (config: in --model-config, GenerateConfig in Python)"
+        )
+    if known:
+        message = f"provider {provider!r} does not take model args {got}; known: "
+        message += ", ".join(sorted(known))
+    else:
+        message = f"{provider} takes no model args (got {got}); remove them"
+    if setting is not None:
+        message += f"; {setting} is a generation setting: give it as {flag}"
+    return message
 
 
 def _not_taken(cls: type[ModelAPI], name: str) -> str:

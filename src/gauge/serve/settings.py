@@ -1,10 +1,15 @@
 """Server settings: from flags or from the serverless worker's environment variables.
 
-Every setting has one environment variable (the RunPod vLLM worker's names);
-a flag of the same name in lower case with dashes (`--max-model-len`) wins
-over the variable. Booleans are 0 or 1. A value that does not parse stops
-start-up with one line naming the variable. `unused()` lists the settings that
-were set but that the chosen engine does not read, so start-up can say so.
+Every setting has one environment variable: the RunPod vLLM worker's name
+(MODEL_NAME, MAX_MODEL_LEN, ...), or gauge's own where worker-vllm has none and
+a bare name would be one that other programs set: GAUGE_SERVE_HOST,
+GAUGE_SERVE_PORT and GAUGE_SERVE_API_KEY (never HOST, PORT or API_KEY, so a
+stray variable can neither turn auth on nor move the server; `check_generic`
+refuses or notes them). A flag of the same name in lower case with dashes
+(`--max-model-len`) wins over the variable. Booleans are 0 or 1. A value that
+does not parse stops start-up with one line naming the variable. `unused()`
+lists the settings that were set but that the chosen engine does not read, and
+`banner()` every setting given and where it came from, so start-up can say so.
 
 The parallelism settings (TENSOR_PARALLEL_SIZE, PIPELINE_PARALLEL_SIZE,
 DATA_PARALLEL_SIZE, DISTRIBUTED_EXECUTOR_BACKEND) are vLLM's own: with another
@@ -14,8 +19,9 @@ silently run on one device.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -38,14 +44,25 @@ DEFAULT_MODEL = "gauge-tiny"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8088
 
+GAUGE_NAMES = {
+    "host": "GAUGE_SERVE_HOST",
+    "port": "GAUGE_SERVE_PORT",
+    "api_key": "GAUGE_SERVE_API_KEY",
+}
+"""gauge's own variables for the settings only the HTTP server reads (worker-vllm has none)."""
+
+GENERIC_NAMES = {"host": "HOST", "port": "PORT", "api_key": "API_KEY"}
+"""Bare names that shells, PaaS and other tools set: never read (see `check_generic`)."""
+
+SECRETS = frozenset({"api_key", "hf_token"})
+"""Settings whose values start-up never prints."""
+
 # Read by the server or the worker whatever the engine.
 SERVER_VARS = frozenset(
     {
         "ENGINE",
         "MODEL_NAME",
-        "HOST",
-        "PORT",
-        "API_KEY",
+        *GAUGE_NAMES.values(),
         "MAX_CONCURRENCY",
         "OPENAI_SERVED_MODEL_NAME_OVERRIDE",
         "OPENAI_RESPONSE_ROLE",
@@ -108,6 +125,8 @@ class Settings:
     mock_token_latency: float = 0.0
     set_vars: frozenset[str] = frozenset()
     """Variables given by environment or flag (for `unused`)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each setting given came from: its flag (`--port`) or variable (`GAUGE_SERVE_PORT`)."""
 
     @property
     def served_name(self) -> str:
@@ -119,11 +138,17 @@ class Settings:
         return sorted(self.set_vars - SERVER_VARS - engine_uses)
 
 
-def _var(name: str) -> str:
-    return name.upper()
+def env_var(name: str) -> str:
+    """The environment variable of setting `name` (`max_model_len` -> MAX_MODEL_LEN)."""
+    return GAUGE_NAMES.get(name, name.upper())
 
 
-SETTING_FIELDS = {f.name: f for f in fields(Settings) if f.name != "set_vars"}
+def flag_name(name: str) -> str:
+    """The `gauge serve` flag of setting `name` (`max_model_len` -> --max-model-len)."""
+    return "--model" if name == "model_name" else "--" + name.replace("_", "-")
+
+
+SETTING_FIELDS = {f.name: f for f in fields(Settings) if f.name not in ("set_vars", "sources")}
 
 
 def load_settings(
@@ -133,17 +158,19 @@ def load_settings(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     given: set[str] = set()
+    sources: dict[str, str] = {}
     for name, spec in SETTING_FIELDS.items():
-        var = _var(name)
+        var = env_var(name)
         raw = environ.get(var)
         if raw is not None and raw.strip() != "":
             values[name] = _parse(var, raw.strip(), spec.type)
             given.add(var)
+            sources[name] = var
     for name, value in (flags or {}).items():
         if name not in SETTING_FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
         if value is not None:
-            var = _var(name)
+            var = env_var(name)
             if isinstance(value, str) and not value.strip():
                 # An empty flag would be a setting nobody meant (an empty API key
                 # would let `Bearer ` through); the environment treats empty as unset.
@@ -154,7 +181,8 @@ def load_settings(
                 _parse(var, value, SETTING_FIELDS[name].type) if isinstance(value, str) else value
             )
             given.add(var)
-    settings = Settings(**values, set_vars=frozenset(given))
+            sources[name] = flag_name(name)
+    settings = Settings(**values, set_vars=frozenset(given), sources=sources)
     _check(settings)
     return settings
 
@@ -194,7 +222,7 @@ def _check(s: Settings) -> None:
     if s.gpu_memory_utilization is not None and not 0 < s.gpu_memory_utilization <= 1:
         raise ConfigError(f"GPU_MEMORY_UTILIZATION={s.gpu_memory_utilization} must be in (0, 1]")
     if not 0 < s.port < 65536:
-        raise ConfigError(f"PORT={s.port} must be between 1 and 65535")
+        raise ConfigError(f"{env_var('port')}={s.port} must be between 1 and 65535")
     if s.openai_response_role not in ("assistant", "user", "system"):
         raise ConfigError(
             f"OPENAI_RESPONSE_ROLE={s.openai_response_role!r} must be assistant, user or system"
@@ -210,7 +238,7 @@ def _check_parallel(s: Settings) -> None:
     """vLLM's parallelism settings: whole numbers >= 1, a known backend, engine vllm."""
     for name, what in PARALLEL_SIZES.items():
         value = getattr(s, name)
-        var = _var(name)
+        var = env_var(name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -242,3 +270,91 @@ def _check_parallel(s: Settings) -> None:
             f"DISTRIBUTED_EXECUTOR_BACKEND=uni runs one GPU worker, but tensor x pipeline "
             f"parallel size is {workers}: use mp (one node) or ray (several nodes)"
         )
+
+
+# -- start-up: the generic names and the banner ----------------------------------------------
+
+ALWAYS_SHOWN = ("engine", "model_name", "host", "port", "api_key")
+"""Settings the banner shows even at their defaults: what runs, where, and whether with auth."""
+
+
+def check_generic(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Notes for a bare HOST, PORT or API_KEY in `environ`; stops start-up when one mattered.
+
+    None of them is read. A HOST or PORT whose value differs from the setting, when
+    no flag or GAUGE_SERVE_ variable gave that setting, is an error: someone may have
+    meant it (earlier versions read it), and serving elsewhere without saying so is
+    worse than one line saying which name to use. API_KEY is only noted: ignoring it
+    cannot turn auth on. The worker reads none of them and does not call this.
+    """
+    environ = os.environ if environ is None else environ
+    notes = []
+    for name, bare in GENERIC_NAMES.items():
+        raw = environ.get(bare, "").strip()
+        if not raw:
+            continue
+        ours, flag = env_var(name), flag_name(name)
+        if (
+            name != "api_key"
+            and name not in settings.sources
+            and raw != str(getattr(settings, name))
+        ):
+            current = getattr(settings, name)
+            raise ConfigError(
+                f"{bare}={raw!r} is in the environment, but gauge serve reads {ours}, "
+                f"not {bare}: to serve on {raw} use {flag} {raw} (or {ours}={raw}); "
+                f"to keep {current}, unset {bare} or pass {flag} {current}"
+            )
+        notes.append(
+            f"note: {bare} in the environment is not read; gauge serve uses {flag} or {ours}"
+        )
+    return notes
+
+
+def banner(
+    settings: Settings, notes: Sequence[str] = (), always: Sequence[str] = ALWAYS_SHOWN
+) -> list[str]:
+    """Start-up lines: the `always` settings, every other one given, and where each came from.
+
+    Secrets (the API key, HF_TOKEN) show as stars. `notes` (from `check_generic`)
+    follow, then, when `always` holds the host, a warning if the server takes outside
+    connections without a key.
+    """
+    names = [*always, *(n for n in SETTING_FIELDS if n in settings.sources and n not in always)]
+    items = [(f"{env_var(n)}={_shown(settings, n)}", _source(settings, n)) for n in names]
+    width = max(len(item) for item, _ in items)
+    lines = ["settings (a flag wins over its environment variable):"]
+    lines += [f"  {item:<{width}}  {source}" for item, source in items]
+    lines += notes
+    if "host" in always and settings.api_key is None and not _loopback(settings.host):
+        lines.append(
+            f"warning: {settings.host} takes connections from other machines and no API key "
+            f"is set: anyone who reaches port {settings.port} can use the model "
+            f"(set --api-key or {env_var('api_key')})"
+        )
+    return lines
+
+
+def _shown(settings: Settings, name: str) -> str:
+    value = getattr(settings, name)
+    if name in SECRETS:
+        return "(unset: no auth)" if name == "api_key" and value is None else "****"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _source(settings: Settings, name: str) -> str:
+    source = settings.sources.get(name)
+    if source is None:
+        return "default"
+    return f"from {source}" if source.startswith("--") else "from the environment"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

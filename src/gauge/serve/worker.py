@@ -221,9 +221,12 @@ def main() -> None:
             "the serverless worker needs the runpod SDK: pip install 'gauge[runpod]'"
         ) from None
     from gauge.serve.engines import build_engine
-    from gauge.serve.settings import load_settings
+    from gauge.serve.settings import banner, load_settings
 
-    settings = load_settings()
+    settings = load_settings()  # worker-vllm's names: MODEL_NAME, MAX_MODEL_LEN, ...
+    # The worker has no HTTP server of its own: no host, port or key to show.
+    for line in banner(settings, always=("engine", "model_name")):
+        print(line, file=sys.stderr)
     worker = Worker(build_engine(settings), settings)
     # The SDK's local test mode (--test_input, test_input.json) runs a handler once and
     # does not iterate generators, so there the outputs are aggregated into one list.

@@ -1,11 +1,16 @@
-"""The response cache: one SQLite file of JSON responses, keyed by SHA-256.
+"""The response cache: one SQLite file of JSON responses, keyed by SHA-256
+(optionally shared through Redis).
 
     policy.py   CachePolicy, expiry units, `--cache[=DURATION]`, `cache_epoch`
     key.py      canonical JSON of a request's key components -> SHA-256 key
     store.py    the SQLite (WAL) store: get, put, size, clear, expired, prune
     worker.py   lookups on the caller's thread (read-only SQLite), stores on one
                 thread per database, so neither blocks the event loop
-    stage.py    the generate-pipeline stage (hit: return; miss: call, then store)
+    stage.py    the pipeline stage (hit: return; miss: call, then store; streams
+                are stored when they end)
+    redis_store.py, redis_tier.py, redis_admin.py
+                the shared cache in Redis (GAUGE_SHARED_CACHE): its switch, its
+                lookups and stores on the event loop, its management
     explain.py  why a request hits or misses, and the nearest stored entry
     api.py      the management functions (cache_path, cache_size, ...)
 

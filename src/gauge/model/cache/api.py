@@ -1,18 +1,28 @@
 """Managing the response cache: where it is, how big, and clearing and pruning it.
 
 Every model shares one database file; `model` arguments select its entries
-(`provider/name`, as `gauge cache list` shows them).
+(`provider/name`, as `gauge cache list` shows them). With the shared cache on
+(GAUGE_SHARED_CACHE, GAUGE_CACHE_URL: redis_store.py) the same functions act on
+Redis instead; `clear` and `prune` also act on the near tier (the local file)
+when there is one, so this machine cannot answer from what was deleted.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from gauge.errors import ConfigError
+from gauge.model.cache.redis_admin import RedisStore
+from gauge.model.cache.redis_store import cache_setting
 from gauge.model.cache.store import (
+    CACHE_DIR_ENV,
+    DB_NAME,
     CacheEntry,
     CacheError,
     Store,
+    cache_dir,
     database_path,
     remove_database,
 )
@@ -21,7 +31,28 @@ from gauge.model.cache.worker import worker_for
 
 def cache_path(model: str = "") -> Path:
     """The cache database file (shared by every model, so `model` does not change it)."""
+    check_cache_dir()
     return database_path()
+
+
+def check_cache_dir() -> None:
+    """Raise a one-line ConfigError when the cache directory is a file, or inside one,
+    or when the shared cache's setting is invalid (so an eval stops before a sample)."""
+    setting = cache_setting()
+    if setting is not None and not setting.near:
+        return  # entries live in Redis only: no local file
+    directory = cache_dir()
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir():
+        return
+    env = os.environ.get(CACHE_DIR_ENV)
+    where = f"{CACHE_DIR_ENV}={env}" if env else f"the cache directory {directory}"
+    what = "is a file" if existing == directory else f"is inside {existing}, which is a file"
+    raise ConfigError(
+        f"{where} {what}; point {CACHE_DIR_ENV} at a folder (gauge keeps {DB_NAME} in it)"
+    )
 
 
 def cache_size(subdirs: Sequence[str] = (), files: Sequence[str] = ()) -> list[tuple[str, int]]:
@@ -30,7 +61,7 @@ def cache_size(subdirs: Sequence[str] = (), files: Sequence[str] = ()) -> list[t
     `subdirs` limits the models reported (empty: all); `files` names entries
     by their hex key, as `gauge cache list --expired` prints them.
     """
-    store = _open()
+    store = open_store()
     try:
         sizes = store.sizes(list(subdirs)) if subdirs or not files else []
         if files:
@@ -42,22 +73,47 @@ def cache_size(subdirs: Sequence[str] = (), files: Sequence[str] = ()) -> list[t
 
 def cache_models() -> list[tuple[str, int, int]]:
     """(model, entries, bytes) per model, largest first."""
-    store = _open()
+    store = open_store()
     try:
         return store.summary()
     finally:
         store.close()
 
 
+def shared_store() -> str | None:
+    """Which shared store the management functions act on, in words; None: the local file."""
+    setting = cache_setting()
+    if setting is None:
+        return None
+    if setting.near:
+        return f"{setting.describe()}, near tier {database_path()}"
+    return setting.describe()
+
+
 def cache_clear(model: str = "") -> bool:
     """Delete `model`'s entries, or (no model) delete and recreate the whole database.
 
     Clearing everything also repairs a corrupt database. True when something
-    was deleted.
+    was deleted. With the shared cache: the entries in Redis (all of gauge's,
+    nothing else), and the near tier's too.
     """
-    path = database_path()
+    setting = cache_setting()
+    if setting is None:
+        return _clear_local(model)
+    store = RedisStore(setting)
+    try:
+        deleted = (store.clear_model(model) if model else store.clear_all()) > 0
+    finally:
+        store.close()
+    if setting.near:
+        deleted = _clear_local(model) or deleted
+    return deleted
+
+
+def _clear_local(model: str) -> bool:
+    path = cache_path()
     if model:
-        store = _open()
+        store = Store(path, create=False)
         try:
             return store.clear_model(model) > 0
         finally:
@@ -72,7 +128,7 @@ def cache_clear(model: str = "") -> bool:
 
 def cache_list_expired(filter_by: Sequence[str] = ()) -> list[CacheEntry]:
     """Entries whose expiry has passed (of the models in `filter_by`; empty: all)."""
-    store = _open()
+    store = open_store()
     try:
         return store.expired(list(filter_by))
     finally:
@@ -80,20 +136,32 @@ def cache_list_expired(filter_by: Sequence[str] = ()) -> list[CacheEntry]:
 
 
 def cache_prune(entries: Sequence[CacheEntry | str] = ()) -> int:
-    """Delete `entries` (entries or hex keys), or (empty) every expired entry; the count."""
-    store = _open()
-    try:
-        if not entries:
-            return store.prune()
-        keys = [_key_bytes(e.key if isinstance(e, CacheEntry) else e) for e in entries]
-        return store.prune(keys)
-    finally:
-        store.close()
+    """Delete `entries` (entries or hex keys), or (empty) every expired entry; the count.
+
+    With the shared cache and a near tier: the count in both.
+    """
+    keys = [_key_bytes(e.key if isinstance(e, CacheEntry) else e) for e in entries]
+    stores: list[Store | RedisStore] = [open_store()]
+    setting = cache_setting()
+    if setting is not None and setting.near:
+        stores.append(Store(cache_path(), create=False))
+    count = 0
+    for store in stores:
+        try:
+            count += store.prune(keys) if keys else store.prune()
+        finally:
+            store.close()
+    return count
 
 
-def _open() -> Store:
+def open_store() -> Store | RedisStore:
+    """The store the management functions read: Redis with the shared cache on, else
+    the local database (a missing one is not created: it is simply empty)."""
+    setting = cache_setting()
+    if setting is not None:
+        return RedisStore(setting)
     # Reading commands never create a database; an absent one is simply empty.
-    return Store(database_path(), create=False)
+    return Store(cache_path(), create=False)
 
 
 def _key_bytes(key: str) -> bytes:

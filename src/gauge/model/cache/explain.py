@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from gauge.errors import ConfigError, MissingAPIKey, one_line
+from gauge.model.cache.api import open_store
 from gauge.model.cache.key import CacheKey, compare, request_key
 from gauge.model.cache.policy import CachePolicy, as_policy
 from gauge.model.cache.stage import is_fresh
-from gauge.model.cache.store import Store, database_path
 from gauge.model.config import GenerateConfig
 from gauge.model.tools import ToolFunction, ToolInfo
 
@@ -65,7 +65,7 @@ def cache_explain(request: dict[str, Any], now: float | None = None) -> Explanat
     """Explain whether `request` (see the module docstring) hits the cache."""
     key, policy, epoch = build_key(request)
     now = time.time() if now is None else now
-    store = Store(database_path(), create=False)
+    store = open_store()  # Redis with the shared cache on, else the local file
     try:
         result = Explanation(key.model, key.hex, False, "", epoch=epoch)
         result.components = key.fingerprint()

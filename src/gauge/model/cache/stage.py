@@ -7,6 +7,9 @@ thread (pending stores first, then a read-only SQLite connection that never
 waits for a lock), so a hit costs no thread hop; stores, and the few lookups
 that read cannot answer, go to the database's worker thread (see worker.py).
 The key components every request of a model shares are encoded once per stage.
+With the shared cache on (GAUGE_SHARED_CACHE, GAUGE_CACHE_URL: redis_store.py),
+`current_worker` is a SharedCache instead (redis_tier.py): Redis, optionally
+behind the local file as a near tier.
 
 Hits carry `metadata["cache"] = "hit"`; outputs that went to the model with the
 cache on carry "miss". Outputs with an error or a content_filter stop are
@@ -26,6 +29,8 @@ from pydantic import ValidationError
 from gauge.errors import ConfigError, one_line
 from gauge.model.cache.key import CacheKey, ModelParts, model_material, request_key
 from gauge.model.cache.policy import CachePolicy, as_policy
+from gauge.model.cache.redis_store import ENV_MODE, ENV_URL, cache_setting, shared_state_url
+from gauge.model.cache.redis_tier import SharedCache, shared_cache
 from gauge.model.config import GenerateConfig
 from gauge.model.output import ModelOutput
 
@@ -39,17 +44,8 @@ def response_cache(api: ModelAPI) -> Stage:
     """A stage that answers from the cache when `config.cache` is on."""
 
     def wrap(call: Call) -> Call:
-        shared: list[Any] = [None, None]  # [what they were built from, model parts]
-
-        def model_parts() -> ModelParts:
-            # Per-model key components, encoded again only if the model changed.
-            source = (api.name, api.model_name, api.base_url, api.model_args)
-            if shared[0] != source:
-                shared[1] = model_material(*source)
-                args = source[3]
-                shared[0] = (*source[:3], None if args is None else dict(args))
-            parts: ModelParts = shared[1]
-            return parts
+        # [what they were built from, model parts]
+        model_parts = functools.partial(_model_parts, api, [None, None])
 
         async def stage(request: ModelRequest) -> ModelOutput:
             config = request.config
@@ -75,9 +71,12 @@ def response_cache(api: ModelAPI) -> Stage:
                 policy,
                 model_parts=model_parts(),
             )
-            answered, found = worker.lookup(key.digest)
-            if not answered:
-                found = await worker.get(key.digest)
+            if isinstance(worker, SharedCache):  # Redis, maybe with a near tier
+                found = await worker.find(key.digest, policy.seconds)
+            else:
+                answered, found = worker.lookup(key.digest)
+                if not answered:
+                    found = await worker.get(key.digest)
             if found is not None and is_fresh(found[0], policy):
                 output = decode(found[1])
                 _mark(output, "hit")
@@ -96,13 +95,24 @@ def response_cache(api: ModelAPI) -> Stage:
     return wrap
 
 
+def _model_parts(api: ModelAPI, shared: list[Any]) -> ModelParts:
+    """Per-model key components, encoded again only if the model changed."""
+    source = (api.name, api.model_name, api.base_url, api.model_args)
+    if shared[0] != source:
+        shared[1] = model_material(*source)
+        args = source[3]
+        shared[0] = (*source[:3], None if args is None else dict(args))
+    parts: ModelParts = shared[1]
+    return parts
+
+
 def _streamed(policy: CachePolicy) -> CachePolicy:
     """`policy` with a scope that keys streamed replies apart."""
     return policy.model_copy(update={"scopes": {**policy.scopes, "gauge.operation": "stream"}})
 
 
 def _store_stream(
-    worker: Worker,
+    worker: Worker | SharedCache,
     key: CacheKey,
     policy: CachePolicy,
     output: ModelOutput | None,
@@ -159,8 +169,8 @@ def entry_row(
     )
 
 
-_current: tuple[tuple[object, object], Worker] | None = None
-_ENV_NAMES = ("GAUGE_CACHE_DIR", "XDG_CACHE_HOME")
+_current: tuple[tuple[object, ...], Worker | SharedCache] | None = None
+_ENV_NAMES = ("GAUGE_CACHE_DIR", "XDG_CACHE_HOME", ENV_MODE, ENV_URL)
 # The environment's own mapping, read directly: two `os.environ.get` calls (key
 # encoding, value decoding) were a few percent of a cache hit. CPython's os.environ
 # keeps its contents in `_data` under `encodekey` keys; anywhere else, `get`.
@@ -172,17 +182,33 @@ else:
     _env_data = None
 
 
-def current_worker() -> Worker:
-    """The worker of the database the environment points at now (in this process)."""
+def current_worker() -> Worker | SharedCache:
+    """The cache the environment points at now (in this process): the worker of the
+    local database, or with GAUGE_SHARED_CACHE / GAUGE_CACHE_URL the shared cache."""
     global _current
     data = _env_data if _env_data is not None else os.environ
-    env = (data.get(_env_keys[0]), data.get(_env_keys[1]))
+    keys = _env_keys
+    env: tuple[object, ...] = (
+        data.get(keys[0]),
+        data.get(keys[1]),
+        data.get(keys[2]),
+        data.get(keys[3]),
+    )
+    if env[2] is not None and env[3] is None:  # follows the shared state's URL
+        env = (*env, shared_state_url())
     if _current is None or _current[0] != env:
-        from gauge.model.cache.store import database_path
-        from gauge.model.cache.worker import worker_for
-
-        _current = (env, worker_for(database_path()))
+        _current = (env, _open_cache())
     return _current[1]
+
+
+def _open_cache() -> Worker | SharedCache:
+    from gauge.model.cache.store import database_path
+    from gauge.model.cache.worker import worker_for
+
+    setting = cache_setting()
+    if setting is None:
+        return worker_for(database_path())
+    return shared_cache(setting, worker_for(database_path()) if setting.near else None)
 
 
 def _forget_current() -> None:

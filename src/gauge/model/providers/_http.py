@@ -7,6 +7,13 @@ no retries here (the pipeline retries). Errors become `HTTPStatusError` (a
 non-2xx answer) or `HTTPConnectionError` (no answer, or an unreadable one),
 which `classify_http` maps to a RetryDecision.
 
+Proxies (`_proxy.py`): HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY, read
+once per client, or the model's `-M proxy=URL`. aiohttp gets the chosen proxy
+per request (`proxy=`; not `trust_env`, so NO_PROXY means the same on both
+clients and ALL_PROXY counts); the lean client speaks to an http:// proxy as
+a forward proxy (absolute-form request targets). A failure the proxy causes
+names it, never with its credentials.
+
 aiohttp is imported on first request, so importing a provider stays cheap.
 """
 
@@ -27,6 +34,7 @@ from gauge.model.api import FATAL, TRANSIENT, RetryDecision
 from gauge.model.durations import parse_duration
 from gauge.model.output import StreamInfo
 from gauge.model.providers._http1 import Http1Pool, ProtocolError, header_break, header_error
+from gauge.model.providers._proxy import Proxies, Proxy, redact, tunnel_refused, unreachable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -49,14 +57,29 @@ class HTTPStatusError(Exception):
 class HTTPConnectionError(ConnectionError):
     """No usable answer: refused, reset, closed mid-body, or not parseable."""
 
+    via_proxy = False
+    """Whether the failure was reaching a proxy (not the server behind it)."""
+
+
+class ProxyConnectionError(HTTPConnectionError):
+    """The proxy could not be reached: every server behind it is out of reach alike."""
+
+    via_proxy = True
+
 
 _JSON = {"Content-Type": "application/json"}
 
 
 class HttpClient:
-    """Pooled HTTP client for one provider instance (a session per event loop)."""
+    """Pooled HTTP client for one provider instance (a session per event loop).
 
-    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
+    `proxy` is the model's `-M proxy=` (a URL, or `none` for no proxy); without
+    it the environment's proxy variables apply.
+    """
+
+    def __init__(
+        self, base_url: str, headers: Mapping[str, str] | None = None, proxy: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
         if "@" in self.base_url.partition("://")[2].partition("/")[0] and any(
@@ -72,12 +95,20 @@ class HttpClient:
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, aiohttp.ClientSession
         ] = weakref.WeakKeyDictionary()
+        self.proxies = Proxies.from_environ(proxy)
+        self.proxy: Proxy | None = self.proxies.for_url(self.base_url)
+        """The proxy requests under the base URL go through (None: direct)."""
         # Plain-http servers (local, self-hosted) get the lean client (_http1.py),
-        # for JSON POSTs and streams; https, URL credentials and GETs stay on aiohttp.
+        # for JSON POSTs and streams, directly or through an http:// proxy; https,
+        # URL credentials, https:// proxies and GETs stay on aiohttp.
         self._pool: Http1Pool | None = None
         authority = self.base_url.partition("://")[2].partition("/")[0]
-        if self.base_url.startswith("http://") and "@" not in authority:
-            self._pool = Http1Pool(self.base_url, self.headers)
+        if (
+            self.base_url.startswith("http://")
+            and "@" not in authority
+            and (self.proxy is None or self.proxy.scheme == "http")
+        ):
+            self._pool = Http1Pool(self.base_url, self.headers, self.proxy)
 
     def session(self) -> aiohttp.ClientSession:
         """The running loop's session, created on first use."""
@@ -103,6 +134,45 @@ class HttpClient:
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    def proxy_for(self, url: str) -> Proxy | None:
+        """The proxy a request to `url` goes through (None: direct)."""
+        if not self.proxies:
+            return None
+        under_base = url.startswith(self.base_url)
+        if under_base and url[len(self.base_url) :][:1] in ("", "/", "?"):
+            return self.proxy
+        return self.proxies.for_url(url)
+
+    def proxy_url(self, url: str) -> str | None:
+        """aiohttp's `proxy=` for a request to `url` (credentials included; None: direct)."""
+        proxy = self.proxy_for(url)
+        return None if proxy is None else proxy.url
+
+    def connection_error(self, ex: Exception, url: str) -> Exception:
+        """The error to raise for aiohttp's `ex` on a request to `url`.
+
+        A proxy that cannot be reached, or that refuses to tunnel, is named (with
+        the variable or model arg it came from); credentials never appear.
+        """
+        import aiohttp
+
+        proxy = self.proxy_for(url)
+        if proxy is not None:
+            target = _target(self.base_url, url)
+            if isinstance(ex, aiohttp.ClientProxyConnectionError):
+                return ProxyConnectionError(unreachable(proxy, target, ex.os_error))
+            if isinstance(ex, aiohttp.ClientHttpProxyError):
+                message = tunnel_refused(proxy, target, ex.status, ex.message)
+                return HTTPStatusError(ex.status, message, None, ex.headers)
+        return HTTPConnectionError(redact(f"{type(ex).__name__}: {ex}"))
+
+    def _status_error(self, status: int, url: str) -> None:
+        """A 407 from the proxy forwarding a plain-http request names the proxy."""
+        proxy = self.proxy_for(url)
+        if proxy is not None:
+            message = tunnel_refused(proxy, _target(self.base_url, url), status, "")
+            raise HTTPStatusError(status, message)
+
     async def post_json(
         self,
         path: str,
@@ -116,19 +186,24 @@ class HttpClient:
             try:
                 reply = await self._pool.post(path, data, headers, params)
             except (OSError, ProtocolError) as ex:
-                raise HTTPConnectionError(_connection_failure(self.base_url, ex)) from ex
+                raise self._lean_error(ex) from ex
+            if reply.status == 407:
+                self._status_error(407, self.base_url)
             return _decode(reply.status, reply.body, reply.headers)
         import aiohttp
 
         hdrs = {**_JSON, **headers} if headers else _JSON
+        url = self.url(path)
         try:
             async with self.session().post(
-                self.url(path), data=data, headers=hdrs, params=params
+                url, data=data, headers=hdrs, params=params, proxy=self.proxy_url(url)
             ) as response:
                 raw = await response.read()
+                if response.status == 407:
+                    self._status_error(407, url)
                 return _decode(response.status, raw, response.headers)
         except aiohttp.ClientError as ex:
-            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+            raise self.connection_error(ex, url) from ex
 
     async def get_json(
         self, path: str, headers: Mapping[str, str] | None = None
@@ -136,12 +211,17 @@ class HttpClient:
         """GET `path`; return (parsed body, case-insensitive headers)."""
         import aiohttp
 
+        url = self.url(path)
         try:
-            async with self.session().get(self.url(path), headers=headers) as response:
+            async with self.session().get(
+                url, headers=headers, proxy=self.proxy_url(url)
+            ) as response:
                 raw = await response.read()
+                if response.status == 407:
+                    self._status_error(407, url)
                 return _decode(response.status, raw, response.headers)
         except aiohttp.ClientError as ex:
-            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+            raise self.connection_error(ex, url) from ex
 
     async def stream_sse(
         self,
@@ -166,16 +246,18 @@ class HttpClient:
         try:
             stream = await self._pool.stream(path, orjson.dumps(payload), headers, params)
         except (OSError, ProtocolError) as ex:
-            raise HTTPConnectionError(_connection_failure(self.base_url, ex)) from ex
+            raise self._lean_error(ex) from ex
         try:
             if stream.status >= 300:
+                if stream.status == 407:
+                    self._status_error(407, self.base_url)
                 _decode(stream.status, stream.body, stream.headers)
             yield StreamInfo(headers=stream.headers)
             while events := await stream.events():
                 for event in events:
                     yield event
         except ProtocolError as ex:
-            raise HTTPConnectionError(f"{self.base_url}: {ex}") from ex
+            raise self._lean_error(ex) from ex
         finally:
             # Read to its end: the connection is reused; stopped early: it is dropped.
             stream.close()
@@ -194,11 +276,18 @@ class HttpClient:
             "Accept": "text/event-stream",
             **(headers or {}),
         }
+        url = self.url(path)
         try:
             async with self.session().post(
-                self.url(path), data=orjson.dumps(payload), headers=hdrs, params=params
+                url,
+                data=orjson.dumps(payload),
+                headers=hdrs,
+                params=params,
+                proxy=self.proxy_url(url),
             ) as response:
                 if response.status >= 300:
+                    if response.status == 407:
+                        self._status_error(407, url)
                     _decode(response.status, await response.read(), response.headers)
                 yield StreamInfo(headers=response.headers)
                 data: list[bytes] = []
@@ -216,7 +305,7 @@ class HttpClient:
                 if data and b"\n".join(data).strip() != b"[DONE]":
                     yield b"\n".join(data)
         except aiohttp.ClientError as ex:
-            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+            raise self.connection_error(ex, url) from ex
 
     async def close(self) -> None:
         """Close every session and connection this client opened."""
@@ -227,13 +316,32 @@ class HttpClient:
                 await session.close()
         self._sessions.clear()
 
+    def _lean_error(self, ex: Exception) -> HTTPConnectionError:
+        """The error for the lean client's failure `ex` (naming the proxy, if one is used)."""
+        message = self._lean_failure(ex)
+        if self.proxy is not None and not isinstance(ex, ProtocolError):
+            return ProxyConnectionError(message)
+        return HTTPConnectionError(message)
 
-def _connection_failure(base_url: str, ex: Exception) -> str:
-    if isinstance(ex, ProtocolError):
-        return f"{base_url}: {ex}"
-    # As aiohttp words it, so a message reads the same on both clients.
-    reason = (ex.strerror if isinstance(ex, OSError) else None) or str(ex) or type(ex).__name__
-    return f"ClientConnectorError: Cannot connect to host {base_url} [{reason}]"
+    def _lean_failure(self, ex: Exception) -> str:
+        """The message for the lean client's failure `ex`."""
+        base_url = redact(self.base_url)
+        if isinstance(ex, ProtocolError):
+            via = f" (through proxy {self.proxy.public})" if self.proxy is not None else ""
+            return f"{base_url}: {ex}{via}"
+        if self.proxy is not None:  # the lean client only ever connects to the proxy
+            return unreachable(self.proxy, self.base_url, ex)
+        # As aiohttp words it, so a message reads the same on both clients.
+        return f"ClientConnectorError: Cannot connect to host {base_url} [{_reason(ex)}]"
+
+
+def _reason(ex: Exception) -> str:
+    return (ex.strerror if isinstance(ex, OSError) else None) or str(ex) or type(ex).__name__
+
+
+def _target(base_url: str, url: str) -> str:
+    """What a proxy message names: the base URL, or another URL without its query."""
+    return base_url if url.startswith(base_url) else url.partition("?")[0]
 
 
 def _decode(status: int, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, Mapping[str, str]]:

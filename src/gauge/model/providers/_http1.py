@@ -17,6 +17,10 @@ Content-Length, chunked, or read-until-close body, optionally gzip/deflate
 encoded (streams too, decoded incrementally). `https://` URLs and GETs stay on
 aiohttp (`_http.py`), where network latency dwarfs the client's CPU and TLS,
 redirects and the rest matter.
+
+Through an http:// proxy (`proxy=`) it is a forward-proxy client: connections
+go to the proxy, each request names its absolute URL (`POST http://host/path
+HTTP/1.1`, RFC 9112 3.2.2) and carries the proxy's Proxy-Authorization.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import asyncio
 import weakref
 import zlib
 from collections.abc import Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gauge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gauge.model.providers._proxy import Proxy
 
 USER_AGENT = "gauge (python http/1.1)"
 PATH_SAFE = "/:@!$&'()*+,;=-._~%"
@@ -660,9 +667,12 @@ class SseStream:
 
 
 class Http1Pool:
-    """Keep-alive connections to one plain-http origin, for JSON POSTs and SSE streams."""
+    """Keep-alive connections to one plain-http origin, for JSON POSTs and SSE streams;
+    through `proxy` (an http:// forward proxy) when given."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, base_url: str, headers: Mapping[str, str], proxy: Proxy | None = None
+    ) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 80
@@ -670,7 +680,12 @@ class Http1Pool:
         host_header = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
         if parts.port is not None and parts.port != 80:
             host_header += f":{self.port}"
+        # Where connections go: the origin, or the proxy (then targets are absolute URLs).
+        self._address = (self.host, self.port) if proxy is None else (proxy.host, proxy.port)
+        self._origin = "" if proxy is None else f"http://{host_header}"
         fixed = {"Host": host_header, "User-Agent": USER_AGENT, "Accept": "*/*"}
+        if proxy is not None and proxy.authorization is not None:
+            fixed["Proxy-Authorization"] = proxy.authorization
         fixed.update(headers)
         fixed["Content-Type"] = "application/json"
         if (name := header_break(fixed)) is not None:
@@ -743,7 +758,7 @@ class Http1Pool:
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
     ) -> bytes:
-        target = quote(f"{self._prefix}/{path.lstrip('/')}", safe=PATH_SAFE)
+        target = self._origin + quote(f"{self._prefix}/{path.lstrip('/')}", safe=PATH_SAFE)
         if params:
             target += "?" + urlencode(params)
         head = b"POST " + target.encode() + b" HTTP/1.1\r\n" + fixed
@@ -765,7 +780,7 @@ class Http1Pool:
             transport = candidate.transport
             if candidate.alive and transport is not None and not transport.is_closing():
                 return candidate, idle
-        _, connection = await loop.create_connection(_Connection, self.host, self.port)
+        _, connection = await loop.create_connection(_Connection, *self._address)
         return connection, idle
 
     def close(self) -> None:

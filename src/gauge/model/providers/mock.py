@@ -27,7 +27,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from gauge.errors import ConfigError
 from gauge.model._build import trusted
@@ -71,6 +71,21 @@ class MockAPI(ModelAPI):
     """Deterministic offline model; honours every field it is given."""
 
     honours = PROVIDER_FIELDS
+    model_arg_names: ClassVar[frozenset[str]] = frozenset(
+        {
+            "outputs",
+            "latency",
+            "error_rate",
+            "error",
+            "errors",
+            "retry_after",
+            "seed",
+            "max_connections",
+            "logprob_per_char",
+            "score_batch_size",
+        }
+    )
+    """The model args it takes (`-M latency=0.1`); any other name is an error."""
     api_key_vars = ()
     base_url_vars = ()
     supports_streaming = True

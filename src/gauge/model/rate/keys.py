@@ -11,10 +11,10 @@ Requests that share a connection key (provider + credential fingerprint + model
     counters   what the key did, and why it last slowed down (counters.py)
 
 This class only orchestrates them: what happens before an attempt (`admit`) and
-after it (`succeeded`, `failed`). The parts live in process; a shared
-implementation (across processes) replaces slots, budgets and pause behind the
-same methods (parts.py). Keys live per event loop, since the limiter's futures cannot
-cross loops.
+after it (`succeeded`, `failed`). The parts live in process; with the shared-state
+setting on (shared.py) `connection_key` builds them shared across processes
+through Redis (shared_key.py), behind the same methods (parts.py). Keys live per
+event loop, since the limiter's futures cannot cross loops.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from gauge.model.rate.counters import KeyCounters
 from gauge.model.rate.headers import RateHeaders, read_headers
 from gauge.model.rate.inference import RateInference
 from gauge.model.rate.label import public_key
-from gauge.model.rate.parts import KeyBudgets, KeyPause, Limiter
+from gauge.model.rate.parts import KeyBudgets, KeyParts, KeyPause, Limiter
 from gauge.model.rate.pause import Pause
+from gauge.model.rate.shared import parts_for
 from gauge.model.rate.slots import Slots
 from gauge.model.rate.stop import FatalStop
 from gauge.model.rate.window import Entry
@@ -67,18 +68,30 @@ class ConnectionKey:
     """Rate control, early stop and counters of one connection key."""
 
     def __init__(
-        self, name: str, start: int, clock: Clock = time.monotonic, maximum: int = DEFAULT_MAX
+        self,
+        name: str,
+        start: int,
+        clock: Clock = time.monotonic,
+        maximum: int = DEFAULT_MAX,
+        parts: KeyParts | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
-        self.slots = Slots(start, maximum)
-        self.pause: KeyPause = Pause()
-        self.budgets: KeyBudgets = Budgets()
-        self.inference = RateInference(
-            self.budgets, lambda: self.slots.in_flight, lambda: self.paused
-        )
-        self.stop = FatalStop(name, clock)
+        self.slots: Slots
+        self.pause: KeyPause
+        self.budgets: KeyBudgets
+        self.stop: FatalStop
+        if parts is None:  # in process, the default
+            self.slots, self.pause, self.budgets = Slots(start, maximum), Pause(), Budgets()
+            self.stop = FatalStop(name, clock)
+            inference: Callable[..., RateInference] = RateInference
+        else:
+            self.slots, self.pause, self.budgets = parts.slots, parts.pause, parts.budgets
+            self.stop, inference = parts.stop, parts.inference
+        self.inference = inference(self.budgets, lambda: self.slots.in_flight, lambda: self.paused)
         self.counters = KeyCounters(clock())
+        if parts is not None and parts.attach is not None:
+            parts.attach(self)
 
     @property
     def limiter(self) -> Limiter:
@@ -310,7 +323,9 @@ def connection_key(
         per_loop = _keys[loop] = {}
     state = per_loop.get(key)
     if state is None:
-        state = per_loop[key] = ConnectionKey(key, start, clock, maximum)
+        # Shared through Redis when the shared-state setting is on (None: in process).
+        parts = parts_for(key, start, clock, maximum)
+        state = per_loop[key] = ConnectionKey(key, start, clock, maximum, parts)
     return state
 
 

@@ -2,20 +2,28 @@
 
 `ConnectionKey` (keys.py) holds its limiter, budgets and pause through these
 protocols. The in-process classes (limits.ConnectionLimiter, budgets.Budgets,
-pause.Pause) implement them; an implementation shared across processes (the
-issue on shared state) implements the same methods, and the pipeline stages,
-which only talk to the ConnectionKey, do not change.
+pause.Pause) implement them; the implementation shared across processes through
+Redis (shared_key.py, on with the shared-state setting) implements the same
+methods, and the pipeline stages, which only talk to the ConnectionKey, do not
+change. `KeyParts` is what a ConnectionKey is built from when its parts are not
+the in-process defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gauge.model.rate.buckets import TokenBucket
 from gauge.model.rate.calibration import TokenCalibration
 from gauge.model.rate.headers import RateHeaders
 from gauge.model.rate.window import Entry, TokenWindow
+
+if TYPE_CHECKING:
+    from gauge.model.rate.inference import RateInference
+    from gauge.model.rate.slots import Slots
+    from gauge.model.rate.stop import FatalStop
 
 Sleep = Callable[[float], Awaitable[object]]
 Clock = Callable[[], float]
@@ -128,3 +136,17 @@ class KeyBudgets(Protocol):
 
     def raise_inferred(self, rpm: float, now: float) -> None:
         """Raise the inferred request budget and wake its waiters."""
+
+
+@dataclass(slots=True)
+class KeyParts:
+    """The parts of one connection key, when another implementation provides them."""
+
+    slots: Slots
+    pause: KeyPause
+    budgets: KeyBudgets
+    stop: FatalStop
+    inference: Callable[[KeyBudgets, Callable[[], int], Callable[[], bool]], RateInference]
+    """Makes the rate inference from the budgets, the slots in flight and whether paused."""
+    attach: Callable[[Any], None] | None = None
+    """Told the ConnectionKey once it is built (the parts may need its counters)."""

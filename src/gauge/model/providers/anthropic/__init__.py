@@ -68,17 +68,19 @@ class AnthropicAPI(ModelAPI):
         base_url: str | None = None,
         api_key: str | None = None,
         config: GenerateConfig | None = None,
+        proxy: str | None = None,
         **model_args: Any,
     ) -> None:
         if model_args:
             raise ConfigError(
-                f"anthropic takes no model args (got {', '.join(sorted(model_args))}); "
-                "use extra_headers / extra_body in the config for API extras"
+                f"anthropic takes no model args but proxy= (got "
+                f"{', '.join(sorted(model_args))}); use extra_headers / extra_body in the "
+                "config for API extras"
             )
         super().__init__(model_name, base_url or self.default_base_url, api_key, config)
         key = self.api_key.get() if self.api_key else ""
         self._client = HttpClient(
-            self.base_url or "", {"x-api-key": key, "anthropic-version": API_VERSION}
+            self.base_url or "", {"x-api-key": key, "anthropic-version": API_VERSION}, proxy
         )
 
     async def generate(

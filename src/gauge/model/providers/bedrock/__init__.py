@@ -76,18 +76,19 @@ class BedrockAPI(ModelAPI):
         config: GenerateConfig | None = None,
         region: str | None = None,
         profile: str | None = None,
+        proxy: str | None = None,
         **model_args: Any,
     ) -> None:
         if model_args:
             raise ConfigError(
-                f"bedrock takes the model args region= and profile=, not "
+                f"bedrock takes the model args proxy=, region= and profile=, not "
                 f"{', '.join(sorted(model_args))}"
             )
         super().__init__(model_name, base_url, api_key, config)
-        self._auth = AwsAuth(profile or None, region or None)
+        self._auth = AwsAuth(profile or None, region or None, proxy)
         template = base_url or self.default_base_url or ""
         self.base_url = template.replace("{region}", self._auth.region).rstrip("/")
-        self._http = HttpClient(self.base_url)
+        self._http = HttpClient(self.base_url, proxy=proxy)
         # Model ids hold ':' and ARNs '/': encoded as botocore encodes a URI label.
         path = f"{self.base_url}/model/{quote(model_name, safe='-._~')}"
         self._converse_url = f"{path}/converse"
@@ -113,7 +114,7 @@ class BedrockAPI(ModelAPI):
                 if response.status >= 300:
                     raise from_response(response.status, raw, response.headers)
         except aiohttp.ClientError as ex:
-            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+            raise self._http.connection_error(ex, self._converse_url) from ex
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -144,7 +145,7 @@ class BedrockAPI(ModelAPI):
                         if text is not None:
                             yield text
         except aiohttp.ClientError as ex:
-            raise HTTPConnectionError(f"{type(ex).__name__}: {ex}") from ex
+            raise self._http.connection_error(ex, self._stream_url) from ex
 
     async def _headers(
         self, url: str, data: bytes, accept: str, extra: Mapping[str, str] | None
@@ -162,7 +163,9 @@ class BedrockAPI(ModelAPI):
 
         # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
         session: aiohttp.ClientSession = self._http.session()
-        return session.post(yarl.URL(url, encoded=True), data=data, headers=headers)
+        return session.post(
+            yarl.URL(url, encoded=True), data=data, headers=headers, proxy=self._http.proxy_url(url)
+        )
 
     def classify_error(self, ex: BaseException) -> RetryDecision:
         return classify(ex)

@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from gauge.errors import ConfigError, MissingAPIKey, one_line
+from gauge.model.providers._proxy import DIRECT
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials, ReadOnlyCredentials
@@ -35,9 +36,17 @@ class MissingAWSCredentials(MissingAPIKey):
 class AwsAuth:
     """Resolves one profile's credentials and signs requests for one region."""
 
-    def __init__(self, profile: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self, profile: str | None = None, region: str | None = None, proxy: str | None = None
+    ) -> None:
         self.profile = profile
         self._session = _session(profile)
+        if proxy is not None and proxy.strip().lower() not in DIRECT:
+            # botocore reads HTTP(S)_PROXY / NO_PROXY itself; `-M proxy=` reaches the
+            # clients it makes to fetch credentials (STS, SSO) through their config.
+            from botocore.config import Config
+
+            self._session.set_default_client_config(Config(proxies={"http": proxy, "https": proxy}))
         self.region = region or _region(self._session)
         self._credentials: Credentials | None = None
         self._frozen: ReadOnlyCredentials | None = None

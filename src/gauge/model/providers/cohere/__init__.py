@@ -8,7 +8,7 @@ COHERE_API_KEY (required), COHERE_BASE_URL (default https://api.cohere.com).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -32,6 +32,8 @@ class CohereAPI(ModelAPI):
     api_key_vars = ("COHERE_API_KEY",)
     base_url_vars = ("COHERE_BASE_URL",)
     default_base_url = "https://api.cohere.com"
+    model_arg_names: ClassVar[frozenset[str]] = frozenset({"proxy"})
+    """The model args it takes; any other name is an error."""
     supports_streaming = True
     honours = frozenset(
         {
@@ -62,7 +64,10 @@ class CohereAPI(ModelAPI):
         headers = {"Accept": "application/json"}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key.get()}"
-        self._http = HttpClient(base_url or self.default_base_url or "", headers)
+        proxy = model_args.get("proxy")
+        self._http = HttpClient(
+            base_url or self.default_base_url or "", headers, None if proxy is None else str(proxy)
+        )
 
     async def generate(
         self,

@@ -85,12 +85,13 @@ class GoogleAPI(ModelAPI):
         credentials: str | None = None,
         vertex: bool | str | None = None,
         safety_settings: str | list[dict[str, str]] | None = None,
+        proxy: str | None = None,
         **model_args: Any,
     ) -> None:
         if model_args:
             raise ConfigError(
                 f"google does not take model args {', '.join(sorted(model_args))}; known: "
-                "project, location, credentials, vertex, safety_settings"
+                "project, location, credentials, vertex, safety_settings, proxy"
             )
         super().__init__(model_name, base_url, api_key, config)
         self.safety_settings = _safety_settings(safety_settings)
@@ -104,7 +105,7 @@ class GoogleAPI(ModelAPI):
 
             self.project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
             self.location = location or os.environ.get("GOOGLE_CLOUD_LOCATION") or "us-central1"
-            self._auth = VertexAuth(credentials)
+            self._auth = VertexAuth(credentials, proxy)
             if not base_url or base_url == GEMINI_URL:
                 host = "aiplatform.googleapis.com"
                 if self.location != "global":
@@ -114,7 +115,7 @@ class GoogleAPI(ModelAPI):
             prefix = "" if _VERSIONED.search(base_url.rstrip("/")) else "v1/"
             self._prefix = f"{prefix}projects/{{project}}/locations/{self.location}"
             self._prefix += "/publishers/google/models/"
-            self._client = HttpClient(base_url)
+            self._client = HttpClient(base_url, proxy=proxy)
         else:
             if self.api_key is None:
                 raise MissingAPIKey(
@@ -125,7 +126,7 @@ class GoogleAPI(ModelAPI):
             self.base_url = base_url
             self._prefix = "" if _VERSIONED.search(base_url.rstrip("/")) else "v1beta/"
             self._prefix += "models/"
-            self._client = HttpClient(base_url, {"x-goog-api-key": self.api_key.get()})
+            self._client = HttpClient(base_url, {"x-goog-api-key": self.api_key.get()}, proxy)
 
     async def generate(
         self,

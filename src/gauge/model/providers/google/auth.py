@@ -13,9 +13,11 @@ import asyncio
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from gauge.errors import ConfigError, MissingExtra
+from gauge.model.providers._proxy import DIRECT
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -23,12 +25,14 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 class VertexAuth:
     """Bearer tokens for Vertex AI, refreshed before they expire."""
 
-    def __init__(self, credentials_file: str | None = None) -> None:
+    def __init__(self, credentials_file: str | None = None, proxy: str | None = None) -> None:
         try:
             import google.auth  # noqa: F401
         except ImportError as ex:
             raise MissingExtra("Vertex AI needs google-auth: pip install 'gauge[google]'") from ex
         self.credentials_file = credentials_file
+        self.proxy = proxy
+        """`-M proxy=` for token refreshes (None: urllib reads the proxy variables itself)."""
         self.project: str | None = None
         self._credentials: Any = None
         # One lock per event loop: an asyncio.Lock cannot be shared across loops.
@@ -45,7 +49,7 @@ class VertexAuth:
             if self._credentials is None:
                 self._credentials, self.project = await asyncio.to_thread(self._load)
             if not self._credentials.valid:
-                await asyncio.to_thread(self._credentials.refresh, UrllibRequest())
+                await asyncio.to_thread(self._credentials.refresh, UrllibRequest(self.proxy))
             return str(self._credentials.token)
 
     async def default_project(self) -> str | None:
@@ -105,7 +109,18 @@ def _from_file(path: str) -> tuple[Any, str | None]:
 
 
 class UrllibRequest:
-    """A google.auth transport built on urllib (used only for token refreshes)."""
+    """A google.auth transport built on urllib (used only for token refreshes).
+
+    urllib honours HTTP(S)_PROXY / NO_PROXY itself; `proxy` (`-M proxy=`)
+    replaces them (`none`: direct).
+    """
+
+    def __init__(self, proxy: str | None = None) -> None:
+        self._open: Callable[..., Any] = urllib.request.urlopen
+        if proxy is not None:
+            direct = proxy.strip().lower() in DIRECT
+            handler = urllib.request.ProxyHandler({} if direct else {"http": proxy, "https": proxy})
+            self._open = urllib.request.build_opener(handler).open
 
     def __call__(
         self,
@@ -120,7 +135,7 @@ class UrllibRequest:
 
         request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or 60) as response:
+            with self._open(request, timeout=timeout or 60) as response:
                 return _Response(response.status, dict(response.headers), response.read())
         except urllib.error.HTTPError as ex:
             return _Response(ex.code, dict(ex.headers), ex.read())

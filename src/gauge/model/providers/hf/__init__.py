@@ -89,6 +89,9 @@ class HuggingFaceAPI(ModelAPI):
     api_key_vars: ClassVar[tuple[str, ...] | None] = ()
     base_url_vars: ClassVar[tuple[str, ...] | None] = ()
     supports_loglikelihood: ClassVar[bool] = True
+    model_arg_names: ClassVar[frozenset[str]] = loading.MODEL_ARGS | {"batch_size", "tokenizer"}
+    """The model args it reads (docs/local-models.md)."""
+    model_args_go_to: ClassVar[str] = "AutoModelForCausalLM.from_pretrained"
     honours: ClassVar[frozenset[str]] = frozenset(
         {
             "max_tokens",
@@ -128,6 +131,11 @@ class HuggingFaceAPI(ModelAPI):
             args["tokenizer_path"] = tokenizer
         self._local = _acquire(loading.spec_from_args(model_name, args))
         self._closed = False
+
+    @property
+    def spec(self) -> loading.LoadSpec:
+        """Which weights this model loads, and how (the eval pre-flight checks them)."""
+        return self._local.spec
 
     @property
     def engine(self) -> BatchEngine[GenRequest, GenResult]:

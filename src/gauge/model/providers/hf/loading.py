@@ -48,6 +48,8 @@ _DTYPES = {
 }
 _SHARED_ARGS = ("revision", "token", "local_files_only", "cache_dir")
 _OWN_ARGS = ("model_path", "tokenizer_path", "device", "dtype", "trust_remote_code", "threads")
+MODEL_ARGS = frozenset(_OWN_ARGS + _SHARED_ARGS)
+"""The model args read here; any other goes to AutoModelForCausalLM.from_pretrained."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +285,43 @@ def _existing_dir(name: str, what: str) -> str:
     if not path.is_dir():
         raise ConfigError(f"hf {what} {name!r} is not a directory; give the model's directory")
     return str(path.resolve())
+
+
+def missing_weights(spec: LoadSpec) -> str | None:
+    """Why `spec` cannot load on this machine without a download; None when it can.
+
+    A directory (the bundled model, a local path) or a Hub id in the local Hugging
+    Face cache loads offline. `-M local_files_only=false` asks for a download, so
+    nothing is checked then. Cheap: no torch, no network (the eval pre-flight).
+    """
+    shared = dict(spec.shared_kwargs)
+    if shared.get("local_files_only") is False:
+        return None
+    cache = Path(str(shared["cache_dir"])).expanduser() if "cache_dir" in shared else hub_cache()
+    for what, name in (("model", spec.model_path), ("tokenizer", spec.tokenizer_path)):
+        if os.path.isdir(name) or _cached(cache, name):
+            continue
+        return (
+            f"hf {what} {name!r} is not on this machine: not a directory and not in the "
+            f"Hugging Face cache ({cache}); download it first (hf download {name}), give a "
+            "local directory, or add -M local_files_only=false to download it at the start"
+        )
+    return None
+
+
+def hub_cache() -> Path:
+    """The Hugging Face Hub cache directory, as huggingface_hub finds it."""
+    if found := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(found).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def _cached(cache: Path, repo_id: str) -> bool:
+    snapshots = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
 
 
 def _load_failure(spec: LoadSpec, ex: BaseException) -> str:

@@ -68,12 +68,13 @@ class MistralAPI(ModelAPI):
         api_key: str | None = None,
         config: GenerateConfig | None = None,
         safe_prompt: bool | str | None = None,
+        proxy: str | None = None,
         **model_args: Any,
     ) -> None:
         if model_args:
             raise ConfigError(
                 f"mistral does not take model args {', '.join(sorted(model_args))}; "
-                "known: safe_prompt"
+                "known: safe_prompt, proxy"
             )
         base_url = base_url or MISTRAL_URL
         azure_key = os.environ.get("AZURE_MISTRAL_API_KEY")
@@ -92,7 +93,9 @@ class MistralAPI(ModelAPI):
             safe_prompt = safe_prompt.lower() in _TRUE
         self.safe_prompt = safe_prompt
         key = self.api_key.get() if self.api_key else ""
-        self._client = HttpClient(self.base_url or MISTRAL_URL, {"Authorization": f"Bearer {key}"})
+        self._client = HttpClient(
+            self.base_url or MISTRAL_URL, {"Authorization": f"Bearer {key}"}, proxy
+        )
 
     async def generate(
         self,

@@ -53,7 +53,7 @@ OPENAI_FIELDS = CHAT_FIELDS | {
 }
 """Everything OpenAI's own chat-completions endpoint takes."""
 
-_CLIENT_ARGS = ("max_connections", "api_version", "azure")
+_CLIENT_ARGS = ("max_connections", "api_version", "azure", "proxy")
 """Model args the client consumes itself (the rest go into the request body)."""
 
 
@@ -65,6 +65,10 @@ class OpenAIChatAPI(ModelAPI):
     """
 
     honours = OPENAI_FIELDS
+    model_arg_names: ClassVar[frozenset[str]] = frozenset(_CLIENT_ARGS)
+    """The model args the client reads (subclasses add theirs)."""
+    model_args_go_to: ClassVar[str] = "the request body"
+    """Where other model args go: `-M min_p=0.05` is sent as a body field."""
     supports_streaming = True
     dialect: ClassVar[Dialect] = OPENAI_DIALECT
     path: ClassVar[str] = "chat/completions"
@@ -129,7 +133,10 @@ class OpenAIChatAPI(ModelAPI):
     def client(self) -> HttpClient:
         """The pooled HTTP client (created on first use)."""
         if self._client is None:
-            self._client = HttpClient(self.base_url or "", self.auth_headers())
+            proxy = self.model_args.get("proxy")
+            self._client = HttpClient(
+                self.base_url or "", self.auth_headers(), None if proxy is None else str(proxy)
+            )
         return self._client
 
     def body(

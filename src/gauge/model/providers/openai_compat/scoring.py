@@ -126,6 +126,9 @@ class _ScoringBase(OpenAIChatAPI):
 
     score_endpoints: ClassVar[tuple[str, ...]] = ("completions",)
     """The endpoints this provider can score through, the default first."""
+    model_arg_names: ClassVar[frozenset[str]] = OpenAIChatAPI.model_arg_names | frozenset(
+        SCORING_ARGS
+    )
 
     def __init__(
         self,

@@ -105,13 +105,14 @@ class TemplateAPI(ModelAPI):
         tokenizer: str | Tokenizer | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        proxy: str | None = None,
         **model_args: Any,
     ) -> None:
         if model_args:
             raise ConfigError(
                 f"provider {self.name or type(self).__name__!r} does not take model args "
                 f"{', '.join(sorted(model_args))}; known: batch_size, num_concurrent, "
-                "tokenizer, max_length, max_gen_toks"
+                "tokenizer, max_length, max_gen_toks, proxy"
             )
         if not _defines(type(self), "create_payload") and not _defines(
             type(self), "_create_payload"
@@ -127,6 +128,7 @@ class TemplateAPI(ModelAPI):
             raise ConfigError(f"max_length must be at least 2, got {max_length}")
         self.max_gen_toks = _positive(max_gen_toks, "max_gen_toks")
         self.tokenizer: Tokenizer | None = _tokenizer(tokenizer)
+        self.proxy = proxy
         self._client: HttpClient | None = None
         self._batcher: Batcher[Any, Any] = Batcher(self._send, type(self).__name__)
 
@@ -419,7 +421,7 @@ class TemplateAPI(ModelAPI):
 
     def _http(self) -> HttpClient:
         if self._client is None:
-            self._client = HttpClient(self._base())
+            self._client = HttpClient(self._base(), proxy=self.proxy)
         return self._client
 
 

@@ -67,6 +67,9 @@ class VLLMAPI(ModelAPI):
     api_key_vars: ClassVar[tuple[str, ...] | None] = ()
     base_url_vars: ClassVar[tuple[str, ...] | None] = ()
     honours: ClassVar[frozenset[str]] = HONOURED
+    model_arg_names: ClassVar[frozenset[str]] = frozenset({"model_path", "device", "seed"})
+    """The model args read here (`seed` is the engine's); the rest go to AsyncEngineArgs."""
+    model_args_go_to: ClassVar[str] = "vLLM's AsyncEngineArgs"
 
     def __init__(
         self,
