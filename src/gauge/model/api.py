@@ -103,6 +103,12 @@ class ModelAPI(abc.ABC):
     supports_chat: ClassVar[bool] = True
     supports_loglikelihood: ClassVar[bool] = False
     """Whether `loglikelihood` / `loglikelihood_rolling` are implemented."""
+    model_arg_names: ClassVar[frozenset[str] | None] = None
+    """The `-M` names this provider reads; another name is a one-line error before
+    anything runs. None: not declared (the keyword parameters of `__init__` count)."""
+    model_args_go_to: ClassVar[str | None] = None
+    """Where names the provider does not read go, when it passes them on (the request
+    body, `from_pretrained`): then only generation settings given as `-M` are refused."""
 
     # Message-shaping capabilities, read by the pipeline before `generate` (prepare.py).
     # Plain data: set them in the class body, or on the instance in `__init__` when

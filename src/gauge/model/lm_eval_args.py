@@ -201,7 +201,7 @@ def known_model_args(cls: type[ModelAPI]) -> frozenset[str] | None:
     Its declared `model_arg_names`, and the keyword parameters of the `__init__`
     methods in its MRO (a subclass that adds a parameter takes it too).
     """
-    declared = getattr(cls, "model_arg_names", None)
+    declared = cls.model_arg_names
     if declared is None:
         return None
     return frozenset(declared) | _init_parameters(cls)
@@ -242,7 +242,7 @@ def check_model_args(cls: type[ModelAPI], provider: str, model_args: Mapping[str
         return
     lm_eval = {name for name in PROVIDER_ARGS if takes(cls, name)}
     unknown = sorted(n for n in model_args if n not in known and n not in lm_eval)
-    passed_on: str | None = getattr(cls, "model_args_go_to", None)
+    passed_on = cls.model_args_go_to
     if passed_on:
         unknown = [n for n in unknown if n in GenerateConfig.model_fields]
     if unknown:
