@@ -6,9 +6,12 @@ of the schedule, and lets its requests go at their grants' times. So the
 processes together send at the budget's rate, in one line, with one Redis round
 trip per block (about BLOCK_SECONDS of the rate: 5 requests at 50/s; at most
 MOST_GRANTS) instead of one per request. Grants a process does not use expire (a
-pause drops those it covers); tokens a reply did not use go back into the schedule
-once the request has left the provider's window (RECENT), and a reply that used
-more takes the difference.
+pause drops those it covers). A request's tokens are sized when its turn comes
+(`Reservation`); a reply that used more than that takes the difference from the
+schedule, and what one did not use is not given back (`SharedBudgets.settle`).
+The token schedule runs below the budget by the largest recent request, which
+is what a second of the provider's window can hold beyond the rate
+(`SharedBudgets._pace`).
 
 Everything else is the in-process `Budgets`: the limits (the user's, learned
 from headers, inferred from 429s) and their margin, the calibration of token
@@ -21,12 +24,13 @@ were sharing it).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from gauge.model.rate.buckets import BURST_SECONDS, TokenBucket
-from gauge.model.rate.budgets import RECENT, WINDOW_SLACK, Budgets, Sleep
+from gauge.model.rate.budgets import RECENT, Budgets, Sleep
 from gauge.model.rate.headers import RateHeaders
 from gauge.model.rate.window import Entry
 
@@ -43,6 +47,12 @@ BLOCK_SECONDS of it (5 requests at 50/s, 20 at 200/s); far above the demand (a
 budget that never binds) a block lasts a process 100 requests, so a fetch is rarely
 awaited: with 20, a process sending 5,000 requests/s ran dry between fetches and its
 requests queued behind them (0.63x the calls/s of in process)."""
+BIAS_DECAY = 0.98
+"""Weight kept by the sums behind the sizes' correction at each reply (~50 replies)."""
+SIZES = 50
+"""Requests whose sizes are kept (see `SharedBudgets._pace`)."""
+AHEAD = BLOCK_SECONDS
+"""Seconds ahead of their time the requests in line are given their grants."""
 LOCAL = float("-inf")
 """The grant time that says: Redis is away, wait for the local bucket instead."""
 LATE = 0.01
@@ -80,7 +90,7 @@ class Grants:
         self.waiting = 0.0
         """Units wanted by the requests waiting for a block."""
         self.line: deque[tuple[float, asyncio.Future[float]]] = deque()
-        """(units, when they may go) of each request waiting for its turn."""
+        """(what it needs, when it may go) of each request waiting for its turn."""
         self.serving: asyncio.Future[None] | None = None
 
     def take(self, units: float, rate: float, now: float) -> float | None:
@@ -140,18 +150,67 @@ class Grants:
         self.adjust = 0.0
 
 
+class Reservation(int):
+    """Tokens reserved for a request, with what they were estimated from.
+
+    A request sized when it joined the line (before any reply, with all of
+    `max_tokens`) is sized again when its turn comes, from what the replies taught
+    meanwhile (calibration.py): unused tokens cannot be given back to the shared
+    schedule (see `SharedBudgets.settle`), so 200 requests queued at the start of
+    a run would otherwise hold seconds of it for nothing. `taken` is what the
+    request took.
+    """
+
+    guess: int
+    max_tokens: int | None
+    estimate: int | None
+    """The calibration's estimate when the request's turn came..."""
+    taken: int | None
+    """...and what it took (the estimate, raised by how far estimates fall short)."""
+
+    def __new__(cls, tokens: int, guess: int, max_tokens: int | None) -> Self:
+        self = super().__new__(cls, tokens)
+        self.guess, self.max_tokens = guess, max_tokens
+        self.estimate = self.taken = None
+        return self
+
+
+class TokenTicket(float):
+    """A shared token ticket: minus the tokens, and the reservation behind them."""
+
+    reservation: int
+
+    def __new__(cls, reservation: int) -> Self:
+        self = super().__new__(cls, -float(reservation))
+        self.reservation = reservation
+        return self
+
+
 class SharedBudgets(Budgets):
     """Budgets paced by schedules shared through Redis; in process while it is away."""
 
-    __slots__ = ("_key", "_record", "_refunds", "requests", "share", "tokens")
+    __slots__ = (
+        "_estimated",
+        "_key",
+        "_record",
+        "_sizes",
+        "_used",
+        "requests",
+        "share",
+        "tokens",
+    )
 
     def __init__(self, key: SharedKey) -> None:
         super().__init__()
         self._key = key
         self.requests = Grants("r")
         self.tokens = Grants("t")
-        self._refunds: deque[tuple[float, float]] = deque()
-        """(when, tokens): what replies did not use, given back once out of the window."""
+        self._used = self._estimated = 1.0
+        """Decayed sums of the tokens replies used and their estimates: what
+        replies use beyond their sizes is charged after they came back, while the
+        provider's window already holds it, so the sizes are raised by as much."""
+        self._sizes: deque[int] = deque(maxlen=SIZES)
+        """Tokens of the last requests (the largest paces the token schedule)."""
         self.share = 1.0
         """This process's share of the rate while Redis is away (1 while shared)."""
         self._record = self.limits()
@@ -185,7 +244,6 @@ class SharedBudgets(Budgets):
         """Redis is away (`share` < 1) or back (1): pace locally at `share` of the rate."""
         self.requests.clear()
         self.tokens.clear()
-        self._refunds.clear()
         if share != self.share:
             self.share = share
             self.rebudget(now)
@@ -206,8 +264,13 @@ class SharedBudgets(Budgets):
         if not self._key.live:
             return super().tickets(tokens, now)
         return (-1.0 if self.rpm is not None else 0.0), (
-            -float(tokens) if self.tpm is not None and tokens else 0.0
+            TokenTicket(tokens) if self.tpm is not None and tokens else 0.0
         )
+
+    def reservation(self, guess: int, max_tokens: int | None) -> int:
+        """Tokens to reserve for a prompt estimated at `guess` tokens (sized again
+        when the request's turn comes: `Reservation`)."""
+        return Reservation(super().reservation(guess, max_tokens), guess, max_tokens)
 
     async def wait_requests(
         self, ticket: float, sleep: Sleep, clock: Callable[[], float], probing: Callable[[], bool]
@@ -223,22 +286,23 @@ class SharedBudgets(Budgets):
         if ticket >= 0.0:
             await super().wait_tokens(ticket, sleep, clock)
         else:
-            await self._wait_grant(self.tokens, -ticket, sleep, clock)
+            need = ticket.reservation if isinstance(ticket, TokenTicket) else -ticket
+            await self._wait_grant(self.tokens, need, sleep, clock)
 
     async def _wait_grant(
-        self, grants: Grants, units: float, sleep: Sleep, clock: Callable[[], float]
+        self, grants: Grants, need: float, sleep: Sleep, clock: Callable[[], float]
     ) -> None:
-        go = None if grants.line else self._grant(grants, units, clock())
+        go = None if grants.line else self._grant(grants, self._size(need), clock())
         if go is None:  # wait for a turn in this process's line
             turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            grants.line.append((units, turn))
+            grants.line.append((need, turn))
             if grants.serving is None:
                 grants.serving = asyncio.ensure_future(self._serve_line(grants))
             go = await turn
         if go == LOCAL:  # Redis went away meanwhile: the local line
             bucket = self.rpm if grants is self.requests else self.tpm
             if bucket is not None:
-                await _wait_local(bucket, units, sleep, clock)
+                await _wait_local(bucket, float(need), sleep, clock)
             return
         now = clock()
         if (left := go - now) > 0:
@@ -246,22 +310,48 @@ class SharedBudgets(Budgets):
                 self.bound_at = now
             await sleep(left)
 
+    def _size(self, need: float) -> float:
+        """The units a request takes when its turn comes (a token `Reservation`, sized
+        again from the calibration as it is now)."""
+        if isinstance(need, Reservation):
+            need.estimate = self.calibration.reservation(need.guess, need.max_tokens)
+            need.taken = math.ceil(need.estimate * max(1.0, self._used / self._estimated))
+            self._sizes.append(need.taken)
+            return float(need.taken)
+        return float(need)
+
+    def _pace(self, grants: Grants) -> float | None:
+        """The rate of `grants`' schedule (None: no budget now).
+
+        Tokens: the budget less the largest recent request. A request goes when its
+        tokens are earned, so the sends within any second of the provider's window
+        are the second's rate plus the part of the first one earned before it: up
+        to one request more than the rate, a 429 and a cut of the margin each time
+        the window is full (the in-process mirror of the window, which prevents it,
+        sees one process's sends only). That margin also covers what WINDOW_FILL
+        covers in process: sends that reach the provider a little late.
+        """
+        if grants is self.requests:
+            return None if self.rpm is None else self.rpm.rate
+        if self.tpm is None:
+            return None
+        rate = self.tpm.rate
+        return max(rate / 2, rate - max(self._sizes, default=0.0) / RECENT)
+
     def _grant(self, grants: Grants, units: float, now: float) -> float | None:
         """When `units` may go (LOCAL: by the local bucket), or None: fetch first."""
-        requests = grants is self.requests
-        bucket = self.rpm if requests else self.tpm
-        if bucket is None:  # the budget is gone meanwhile
+        rate = self._pace(grants)
+        if rate is None:  # the budget is gone meanwhile
             return now
         if not self._key.live:
             return LOCAL
-        if not requests:
-            self._mature(now)
-        go = grants.take(units, bucket.rate, now)
+        requests = grants is self.requests
+        go = grants.take(units, rate, now)
         # A block covers the requests in line (requests), or the largest (tokens).
         grants.waiting = len(grants.line) + 1.0 if requests else units
-        low = grants.held(bucket.rate) < grants.block(bucket.rate, not requests) / 2
+        low = grants.held(rate) < grants.block(rate, not requests) / 2
         if go is not None and low:
-            self._key.prefetch(grants, bucket.rate, not requests)
+            self._key.prefetch(grants, rate, not requests)
         return go
 
     async def _serve_line(self, grants: Grants) -> None:
@@ -269,49 +359,37 @@ class SharedBudgets(Budgets):
         line = grants.line
         try:
             while line:
-                units, turn = line[0]
+                need, turn = line[0]
                 if turn.done():  # its request was cancelled
                     line.popleft()
                     continue
-                go = self._grant(grants, units, self._key.clock())
+                go = self._grant(grants, self._size(need), self._key.clock())
                 if go is None:
-                    bucket = self.rpm if grants is self.requests else self.tpm
-                    assert bucket is not None  # else _grant answered now
-                    await self._key.fetch(grants, bucket.rate)
+                    rate = self._pace(grants)
+                    assert rate is not None  # else _grant answered now
+                    await self._key.fetch(grants, rate)
                     continue
                 line.popleft()
                 turn.set_result(go)
+                # No further ahead than AHEAD: grants given out long before their time
+                # are seconds of the shared schedule reserved in the old rate's steps,
+                # and a raise of the budget would show only once they have passed.
+                if (ahead := go - self._key.clock() - AHEAD) > 0:
+                    await asyncio.sleep(ahead)
         except BaseException:
             # Cancelled (the loop shuts down) or a bug: never leave a request waiting.
             while line:
-                units, turn = line.popleft()
+                turn = line.popleft()[1]
                 if not turn.done():
                     turn.set_result(LOCAL)
             raise
         finally:
             grants.serving = None
 
-    def _mature(self, now: float) -> None:
-        """Give back the unused tokens of replies whose requests left the window."""
-        refunds, tpm = self._refunds, self.tpm
-        while refunds and refunds[0][0] <= now:
-            tokens = refunds.popleft()[1]
-            if tpm is not None:
-                self.tokens.adjust -= tokens / tpm.rate
-
     def window_wait(self, tokens: int, now: float) -> float:
         """The in-process window mirror sees this process's sends only: shared, the
-        schedule paces the window (refunds wait until the send has left it)."""
+        schedule paces the window."""
         return 0.0 if self._key.live else super().window_wait(tokens, now)
-
-    def refund(self, tokens: int, requests: bool, now: float) -> None:
-        """Give back a reservation that was never used."""
-        super().refund(tokens, requests, now)
-        if self._key.live:
-            if tokens and self.tpm is not None:
-                self.tokens.adjust -= tokens / self.tpm.rate
-            if requests and self.rpm is not None:
-                self.requests.adjust -= 1.0 / self.rpm.rate
 
     def hold(self, until: float, now: float) -> None:
         """A key-wide pause until `until`: the grants it covers are dropped."""
@@ -322,26 +400,26 @@ class SharedBudgets(Budgets):
     # -- after an attempt ------------------------------------------------------------------
 
     def settle(self, reserved: int, used: int | None, entry: Entry | None, now: float) -> None:
-        """A reply used `used` tokens where `reserved` were reserved."""
+        """A reply used `used` tokens where `reserved` were reserved: what it used
+        beyond its reservation is taken from the schedule. What it did not use is not
+        given back: its time in the schedule has passed, and given back it would be
+        double: the next window would take the rate and this refund (a storm of 429s
+        at the start of a run, when every request reserved `max_tokens`). Reservations
+        follow the replies (calibration.py), so little is lost once a few came back."""
         margin = self.margin
         super().settle(reserved, used, entry, now)
         tpm = self.tpm
+        taken = getattr(reserved, "taken", None)
+        took = reserved if taken is None else taken
         if self._key.live and used is not None and used > 0 and tpm is not None:
-            if (extra := reserved - used) > 0:
-                # Back only once the request has left the provider's window: given back
-                # at once, it would let new sends fill a window that still holds it.
-                sent = now if entry is None else entry[0]
-                self._refunds.append((sent + RECENT + WINDOW_SLACK, float(extra)))
-            elif extra < 0:
-                self.tokens.adjust -= extra / tpm.rate
+            if used > took:
+                self.tokens.adjust += (used - took) / tpm.rate
+            if (estimate := getattr(reserved, "estimate", None)) is not None:
+                # How far the estimates fall short of what the replies used.
+                self._used = self._used * BIAS_DECAY + used
+                self._estimated = self._estimated * BIAS_DECAY + estimate
         if self.margin != margin:
             self._noticed()
-
-    def rejected(self, reserved: int, entry: Entry | None, now: float) -> None:
-        """The provider did not process a rejected request: its tokens go back."""
-        super().rejected(reserved, entry, now)
-        if self._key.live and reserved and self.tpm is not None:
-            self.tokens.adjust -= reserved / self.tpm.rate
 
     def episode(self, now: float, cut: bool) -> None:
         """A rate-limit episode began (the margin may be cut: shared)."""

@@ -58,6 +58,8 @@ LEASE_TTL = 3.0
 """Seconds a process's concurrency lease outlives its last renewal."""
 SOON = 0.01
 """Least seconds between two renewals asked for early (a shortage, news)."""
+SHORT_EVERY = 0.05
+"""Least seconds between two renewals asked for by a shortage of slots."""
 KEEP_MS = 3_600_000
 """A key's Redis state expires an hour after its last use."""
 BIN = 0.025
@@ -119,6 +121,7 @@ class SharedKey:
         self._stop_inc = 0
         self._outbox: dict[int, int] = {}
         self._seen: dict[bytes, int] = {}
+        self._pushes: set[asyncio.Task[Any]] = set()
         self.link.members.add(self)
 
     def attach(self, key: ConnectionKey) -> None:
@@ -173,9 +176,11 @@ class SharedKey:
         self._wake.set()
 
     def short(self) -> None:
-        """This process has more demand than slots: ask for a larger share now."""
-        self._active_at = self.clock()
-        self._wake.set()
+        """This process has more demand than slots: ask for a larger share soon (not at
+        every request: a process that wants more than its share stays short)."""
+        now = self._active_at = self.clock()
+        if now - self._synced_at >= SHORT_EVERY:
+            self._wake.set()
 
     async def sync(self, leaving: bool = False) -> None:
         """One renewal round trip (see shared_scripts.SYNC)."""
@@ -246,6 +251,8 @@ class SharedKey:
             adopted = not mine and decoded is not None and self.budgets.adopt(decoded[0], now)
             if adopted and self.inference is not None:
                 self.inference.adopted(now)
+        if decoded is None and (self.budgets.learned_rpm or self.budgets.learned_tpm):
+            self._limits_dirty = True  # a Redis that lost its state: give it ours
         if (inference := self.inference) is not None:
             # The process that set the limits probes them (it knows how they were
             # measured); if it is gone, the oldest process does.
@@ -313,9 +320,11 @@ class SharedKey:
         """This process paused the key until `until`: tell Redis now."""
         if self.live:
             deadline = f"{until + self.offset:.6f}"
-            asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self.link.run("pause", [self.names.state], [deadline, KEEP_MS])
             )
+            self._pushes.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._pushes.discard)
 
     def heard_pause(self, deadline: float, now: float) -> None:
         """A pause in Redis until `deadline` (Redis's time): hold the key if it is new."""
