@@ -357,8 +357,11 @@ class SharedBudgets(Budgets):
     async def _serve_line(self, grants: Grants) -> None:
         """Give the requests in line their grants in turn, fetching blocks as needed."""
         line = grants.line
+        me = asyncio.current_task()
         try:
             while line:
+                if me is not None and me.cancelling():  # see SharedKey._renew
+                    raise asyncio.CancelledError
                 need, turn = line[0]
                 if turn.done():  # its request was cancelled
                     line.popleft()

@@ -23,7 +23,6 @@ connection key and event loop, which:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -150,13 +149,19 @@ class SharedKey:
         self._task = asyncio.get_running_loop().create_task(self._renew())
 
     async def _renew(self) -> None:
+        me = asyncio.current_task()
         while True:
+            # On 3.11 a timeout inside a call (the redis client's own) may turn a
+            # cancel that comes as it ends into a timeout error, which the link takes
+            # for a lost Redis: the loop's shutdown would then wait here forever.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             every = ACTIVE_EVERY if self._active() else IDLE_EVERY
-            # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a cancel that
-            # comes as the wait ends, and the loop's shutdown would wait forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every):
-                    await self._wake.wait()
+            timer = asyncio.get_running_loop().call_later(every, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             self._wake.clear()
             if not self.link.up:
                 continue
@@ -194,7 +199,10 @@ class SharedKey:
 
     def _sync_args(self, leaving: bool) -> tuple[list[str | int | float], int]:
         slots, budgets = self.slots, self.budgets
-        demand = slots.leases.demand
+        # Requests waiting for their budget grants want slots next: with too few
+        # leases they would queue for one after their grant's time, then go together,
+        # and the provider's window would take more than the schedule gave.
+        demand = slots.leases.demand + len(budgets.requests.line) + len(budgets.tokens.line)
         # First round trip: no demand known yet, ask for the whole start.
         wanted = slots.controller.limit if not self.started else demand + max(2, demand // 4)
         grown, cuts = slots.grown, slots.cuts

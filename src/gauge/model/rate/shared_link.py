@@ -87,6 +87,11 @@ class Link:
         except asyncio.CancelledError:
             raise
         except Exception as ex:  # connection, timeout or server error: go on locally
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel the client's own timeout turned into a timeout error (3.11):
+                # still a cancel, not a lost Redis.
+                raise asyncio.CancelledError from ex
             self.lost(ex)
             return None
 
@@ -113,11 +118,13 @@ class Link:
             self._reconnecting = asyncio.get_running_loop().create_task(self._wait_for_redis())
 
     async def _wait_for_redis(self) -> None:
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():  # a cancel taken for a timeout
+                raise asyncio.CancelledError
             await asyncio.sleep(RECONNECT_EVERY)
             try:
-                async with asyncio.timeout(TIMEOUT):  # not wait_for (see SharedKey._renew)
-                    await self.client.ping()
+                await self.client.ping()  # bounded by the client's socket timeouts
             except asyncio.CancelledError:
                 raise
             except Exception:  # still unreachable: try again later
