@@ -46,7 +46,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _harness import free_port, measure, start_mock_openai_server, wait_for_port
+from _harness import measure, start_mock_openai_server
+
+from gauge.testing.redis_server import RedisMissing, RedisServer
 
 RPS = ["--latency", "0.05", "--rate-limit", "50"]
 TPM = ["--latency", "0.05", "--tpm", "600000", "--token-window", "1", "--rate-headers"]
@@ -175,33 +177,26 @@ def child_cpu(args: argparse.Namespace) -> None:
 # -- driver -----------------------------------------------------------------------------
 
 
-class Redis:
-    """A redis-server for one scenario."""
+class Redis(RedisServer):
+    """A redis-server for one scenario, in a temporary directory, with its CPU time."""
 
     def __init__(self) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
-        self.dir = tempfile.mkdtemp(prefix="gauge-bench-redis-")
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                *(executable, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"),
-                *("--port", str(self.port), "--dir", self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        try:
+            super().__init__(tempfile.mkdtemp(prefix="gauge-bench-redis-"))
+        except RedisMissing as ex:
+            raise SystemExit(str(ex)) from None
+        self.start()
 
     def cpu(self) -> float:
+        """Seconds of CPU the server used so far."""
+        assert self.process is not None
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Stop it and remove its directory."""
+        super().stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def server_stats(base_url: str) -> dict[str, int]:

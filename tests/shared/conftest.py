@@ -3,21 +3,20 @@ and the shared-state setting pointed at it."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_process import INSTALL, RedisServer, reset_setting
+from redis_process import RedisMissing, RedisServer, reset_setting
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh redis-server, stopped after the test."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(INSTALL, pytrace=False)
-    server = RedisServer(executable, tmp_path)
+    try:
+        server = RedisServer(tmp_path)
+    except RedisMissing as ex:
+        pytest.fail(str(ex), pytrace=False)
     server.start()
     try:
         yield server
