@@ -5,46 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from rate_calls import fail, ok
 
-from gauge.model.api import RetryDecision
 from gauge.model.output import ModelUsage
 from gauge.model.rate import key_stats
 from gauge.model.rate.budgets import RECOVER_AFTER, TOKEN_RECHECK, TOKEN_RECHECK_FAR
 from gauge.model.rate.headers import TOKEN_SAFETY
 from gauge.model.rate.inference import BURST_HITS, PROBE_EVERY
-from gauge.model.rate.keys import ConnectionKey, Ticket, connection_key
-from gauge.model.rate.window import Entry
-
-
-def ok(
-    s: ConnectionKey,
-    reserved: int,
-    used: int | None,
-    saturated: bool,
-    headers: dict[str, str] | None,
-    sent_at: float = 0.0,
-    usage: ModelUsage | None = None,
-    guess: int = 0,
-    entry: Entry | None = None,
-) -> None:
-    """A success, told the way the key stage tells it."""
-    if usage is None and used is not None:
-        usage = ModelUsage(total_tokens=used)
-    s.succeeded(Ticket(reserved, guess, entry, sent_at), usage, headers, saturated)
-
-
-def fail(
-    s: ConnectionKey,
-    kind: str,
-    retry_after: float | None,
-    reserved: int,
-    headers: dict[str, str] | None,
-    sent_at: float = 0.0,
-    entry: Entry | None = None,
-) -> bool:
-    """A failure, told the way the key stage tells it."""
-    decision = RetryDecision(kind, retry_after)  # type: ignore[arg-type]
-    return s.failed(Ticket(reserved, 0, entry, sent_at), decision, headers)
+from gauge.model.rate.keys import ConnectionKey, connection_key
 
 
 class FakeClock:

@@ -8,43 +8,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
+from rate_calls import fail, ok
 
-from gauge.model.api import RetryDecision
-from gauge.model.output import ModelUsage
 from gauge.model.rate.budgets import WINDOW_FILL, WINDOW_SLACK
-from gauge.model.rate.keys import ConnectionKey, Ticket, connection_key
-from gauge.model.rate.window import Entry, TokenWindow
-
-
-def ok(
-    s: ConnectionKey,
-    reserved: int,
-    used: int | None,
-    saturated: bool,
-    headers: dict[str, str] | None,
-    sent_at: float = 0.0,
-    usage: ModelUsage | None = None,
-    guess: int = 0,
-    entry: Entry | None = None,
-) -> None:
-    """A success, told the way the key stage tells it."""
-    if usage is None and used is not None:
-        usage = ModelUsage(total_tokens=used)
-    s.succeeded(Ticket(reserved, guess, entry, sent_at), usage, headers, saturated)
-
-
-def fail(
-    s: ConnectionKey,
-    kind: str,
-    retry_after: float | None,
-    reserved: int,
-    headers: dict[str, str] | None,
-    sent_at: float = 0.0,
-    entry: Entry | None = None,
-) -> bool:
-    """A failure, told the way the key stage tells it."""
-    decision = RetryDecision(kind, retry_after)  # type: ignore[arg-type]
-    return s.failed(Ticket(reserved, 0, entry, sent_at), decision, headers)
+from gauge.model.rate.keys import connection_key
+from gauge.model.rate.window import TokenWindow
 
 
 def test_a_send_waits_until_enough_old_sends_leave_the_window() -> None:
