@@ -17,7 +17,7 @@ from test_http1 import RawServer
 
 from gauge import get_model
 from gauge.model.output import StreamInfo
-from gauge.model.providers import _http1
+from gauge.model.providers import _http1, _http1_body
 from gauge.model.providers._http import HttpClient, HTTPConnectionError, HTTPStatusError
 from gauge.model.providers._http1 import Http1Pool
 from gauge.testing import OpenAIServer
@@ -397,7 +397,7 @@ def test_any_framing_and_line_ends_give_the_same_events(seed: int) -> None:
         body += chunk(text[at : at + size])
         at += size
     body += b"0\r\n\r\n"
-    sse = _http1._SseBody(True, None, "")
+    sse = _http1_body.SseBody(True, None, "")
     got: list[bytes] = []
     at = 0
     while at < len(body):  # reads of random sizes
@@ -411,7 +411,7 @@ def test_any_framing_and_line_ends_give_the_same_events(seed: int) -> None:
 
 def test_a_big_event_in_many_small_reads_stays_linear() -> None:
     event = b"data: " + b"x" * 2_000_000 + b"\n\n"
-    sse = _http1._SseBody(False, len(event), "")
+    sse = _http1_body.SseBody(False, len(event), "")
     started = time.perf_counter()
     for at in range(0, len(event), 1024):
         sse.feed(event[at : at + 1024])

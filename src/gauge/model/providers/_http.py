@@ -33,7 +33,8 @@ from gauge.errors import ConfigError
 from gauge.model.api import FATAL, TRANSIENT, RetryDecision
 from gauge.model.durations import parse_duration
 from gauge.model.output import StreamInfo
-from gauge.model.providers._http1 import Http1Pool, ProtocolError, header_break, header_error
+from gauge.model.providers._http1 import Http1Pool, header_break, header_error
+from gauge.model.providers._http1_body import ProtocolError
 from gauge.model.providers._proxy import Proxies, Proxy, redact, tunnel_refused, unreachable
 
 if TYPE_CHECKING:
