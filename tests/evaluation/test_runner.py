@@ -7,7 +7,7 @@ import pytest
 
 from gauge import GenerateConfig, Task, eval, eval_async, get_model
 from gauge.dataset import Sample
-from gauge.evaluation import progress
+from gauge.evaluation import header, progress
 from gauge.evaluation.journal import read_journal
 from gauge.evaluation.runner import EvalError
 from gauge.scorer import includes, match, model_graded_qa
@@ -386,8 +386,6 @@ async def test_package_versions_are_read_once_per_process(
 ) -> None:
     import importlib.metadata
 
-    from gauge.evaluation import runner
-
     looked_up: list[str] = []
     real = importlib.metadata.distribution
 
@@ -396,10 +394,10 @@ async def test_package_versions_are_read_once_per_process(
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    runner._installed_versions.cache_clear()
+    header._installed_versions.cache_clear()
     tasks = [Task(numbers(2), solver=[generate()], scorer=includes(), name=n) for n in "ab"]
     results = await eval_async(tasks, get_model("mock/m"), log_dir=str(tmp_path), display=False)
-    runner._installed_versions.cache_clear()
+    header._installed_versions.cache_clear()
     headers = [lines(r.journal)[0] for r in results]
     assert [h["task"]["name"] for h in headers] == ["a", "b"]
     assert headers[0]["versions"] == headers[1]["versions"]

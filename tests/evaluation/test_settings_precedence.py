@@ -16,7 +16,7 @@ import pytest
 from gauge import GenerateConfig, Task, eval_async, get_model
 from gauge.dataset import Sample
 from gauge.errors import ConfigError
-from gauge.evaluation.runner import resolve_settings
+from gauge.evaluation.settings import resolve_settings
 from gauge.model.model import Model
 from gauge.scorer import match
 

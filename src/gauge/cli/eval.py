@@ -449,7 +449,7 @@ eval_command.epilog = _environment_help(eval_command.params)
 async def _run(params: dict[str, Any]) -> list[Any]:
     """Flags are the run's layer of settings, -M and --model-config the model's.
 
-    The runner resolves them (gauge.evaluation.runner.resolve_settings):
+    The runner resolves them (gauge.evaluation.settings.resolve_settings):
     provider default < model (-M, --model-config) < task < flags < per call.
     """
     from gauge.evaluation.resume import resume_setup

@@ -34,7 +34,7 @@ from gauge.model.config import ADVISORY_FIELDS, GenerateConfig
 from gauge.model.model import Model
 
 Resolve = Callable[[Model, Task], GenerateConfig]
-"""The run's resolved config for (model, task): `runner.resolve_settings(...).resolved`."""
+"""The run's resolved config for (model, task): `settings.resolve_settings(...).resolved`."""
 
 
 def check_run(

@@ -1,7 +1,7 @@
 """Rebuild a run from its journal header, so `gauge eval --resume LOG` needs no other flags.
 
 Settings come back to the layer they were given at (see
-`gauge.evaluation.runner.resolve_settings`): the model's layer (its config,
+`gauge.evaluation.settings.resolve_settings`): the model's layer (its config,
 -M, --model-config) and the run's layer (eval() keywords, flags); the task's
 comes from the task again. So the resumed run resolves to the values the
 journal recorded, unless the resume command gives a setting again: a flag, a

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import platform
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -24,11 +21,13 @@ from typing import Any
 from gauge.errors import ConfigError, GaugeError, one_line
 from gauge.evaluation import preflight
 from gauge.evaluation.dataset import Sample
+from gauge.evaluation.header import journal_header, journal_path
 from gauge.evaluation.journal import Journal, JournalWriter, read_journal
 from gauge.evaluation.progress import REFRESH_HZ, Counters, ProgressDisplay
 from gauge.evaluation.redact import Redactor
 from gauge.evaluation.results import Aggregator, EvalResult
 from gauge.evaluation.sample import instrument, make_generate, run_sample
+from gauge.evaluation.settings import resolve_settings, samples_in_flight, settings_record
 from gauge.evaluation.state import _active_model, _built_helpers, active_config
 from gauge.evaluation.task import TASK_ATTR, Task, TaskError, load_task
 from gauge.model.config import GenerateConfig, as_config
@@ -61,39 +60,6 @@ def take_interrupted() -> list[str]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    return dict(_installed_versions())
-
-
-@functools.cache
-def _installed_versions() -> dict[str, str]:
-    # Once per process, and read from the Version line: importlib's version() parses
-    # each METADATA file whole with the email parser (~9 ms for these six, at the
-    # start of every eval), while the line is near its top.
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    out = {"python": platform.python_version()}
-    for name in ("gauge", "pydantic", "aiohttp", "orjson", "rich", "openai"):
-        with contextlib.suppress(PackageNotFoundError):
-            dist = distribution(name)
-            for line in (dist.read_text("METADATA") or "").splitlines():
-                if line.startswith("Version:"):
-                    out[name] = line.removeprefix("Version:").strip()
-                    break
-                if not line:  # end of the headers
-                    break
-            out.setdefault(name, dist.version)
-    return out
-
-
-def journal_path(log_dir: str | Path, task: str, model: str) -> Path:
-    """A new journal file name: time, task and model, plus a short random suffix."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S")
-    safe_model = "".join(c if c.isalnum() or c in "-." else "_" for c in model)
-    safe_task = "".join(c if c.isalnum() or c in "-." else "_" for c in task)
-    return Path(log_dir) / f"{stamp}_{safe_task}_{safe_model}_{uuid.uuid4().hex[:6]}.jsonl"
-
-
 @dataclass(slots=True)
 class RunOptions:
     """How to run: limits, epochs, journal place, error budget, display.
@@ -114,72 +80,6 @@ class RunOptions:
     console: Any = None
     extra_header: dict[str, Any] | None = None
     """Recorded in the journal header's "eval" section, redacted."""
-
-
-PIPELINE_SETTINGS = (
-    "max_connections",
-    "max_retries",
-    "timeout",
-    "attempt_timeout",
-    "rpm",
-    "tpm",
-    "cache",
-)
-"""The settings the journal header records as resolved (its "pipeline" section)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The config layers of one run and what they resolve to.
-
-    Precedence, lowest first: provider default < `model` (get_model's config,
-    -M, --model-config) < `task` (Task.config) < `run` (eval()'s config= and
-    keywords, command-line flags) < per call (a solver's generate(config=...)).
-    """
-
-    model: GenerateConfig
-    task: GenerateConfig
-    run: GenerateConfig
-    run_config: GenerateConfig
-    """task < run: what the run passes with each call (the model adds its own below it)."""
-    resolved: GenerateConfig
-    """model < task < run: what each call uses unless it passes its own config."""
-
-    def layers(self) -> dict[str, dict[str, Any]]:
-        """The set fields of each layer (for the journal)."""
-        return {
-            "model": self.model.set_fields(),
-            "task": self.task.set_fields(),
-            "run": self.run.set_fields(),
-        }
-
-    def pipeline(self) -> dict[str, Any]:
-        """The resolved pipeline settings; None is the default (max_connections: adaptive)."""
-        return {name: getattr(self.resolved, name) for name in PIPELINE_SETTINGS}
-
-
-def resolve_settings(
-    model: GenerateConfig, task: GenerateConfig, run: GenerateConfig | None = None
-) -> Settings:
-    """The one resolution of a run's settings: model < task < run (see `Settings`)."""
-    run = run or GenerateConfig()
-    run_config = task.merge(run)
-    return Settings(model, task, run, run_config, model.merge(run_config))
-
-
-def samples_in_flight(model: Model, settings: Settings, max_samples: int | None = None) -> int:
-    """How many samples may send at once: `max_samples`, else the resolved max_connections.
-
-    With neither, the key's concurrency adapts (gauge.model.rate) from the
-    provider's default up to its max_connections_limit(): that many samples are
-    kept in flight so it has demand to grow into (the provider's default would
-    otherwise be a ceiling).
-    """
-    if max_samples is not None:
-        if max_samples < 1:
-            raise ConfigError(f"max_samples must be at least 1, got {max_samples}")
-        return max_samples
-    return settings.resolved.max_connections or model.api.max_connections_limit()
 
 
 _OPTION_NAMES = frozenset(f.name for f in fields(RunOptions))
@@ -258,7 +158,21 @@ async def run_task(
     args = model.api.model_args if model_args is None else model_args
     if resume is None:
         writer.write(
-            _header(task, model, args, settings, width, options, epochs, len(samples), redactor)
+            journal_header(
+                task,
+                model,
+                args,
+                settings,
+                {
+                    "limit": options.limit,
+                    "epochs": epochs,
+                    "max_errors": options.max_errors,
+                    "samples_in_flight": width,
+                    **(options.extra_header or {}),
+                },
+                len(samples),
+                redactor,
+            )
         )
     else:
         # What this part of the run uses (a resume may change settings): a later
@@ -268,7 +182,7 @@ async def run_task(
             "time": datetime.now(UTC).isoformat(),
             "pending": pending,
             "model_args": args,
-            **_settings_record(settings),
+            **settings_record(settings),
             "eval": {"samples_in_flight": width},
         }
         writer.write(redactor.collect(record))
@@ -374,61 +288,6 @@ def _check_ids(samples: Sequence[Sample], task: Task) -> None:
                 f"task {task.name}: sample id {sample.id!r} appears twice; ids must be unique"
             )
         seen.add(sample.id)
-
-
-def _settings_record(settings: Settings) -> dict[str, Any]:
-    return {
-        # task < run: what each call passes (a resume of an old journal restores it)
-        "config": settings.run_config.set_fields(),
-        "config_layers": settings.layers(),
-        # What the provider receives: model < task < run.
-        "resolved_config": settings.resolved.set_fields(),
-        "pipeline": settings.pipeline(),
-    }
-
-
-def _header(
-    task: Task,
-    model: Model,
-    model_args: dict[str, Any],
-    settings: Settings,
-    width: int,
-    options: RunOptions,
-    epochs: int,
-    samples: int,
-    redactor: Redactor,
-) -> dict[str, Any]:
-    info = model.info()
-    header: dict[str, Any] = redactor.collect(
-        {
-            "type": "header",
-            "version": 1,
-            "created": datetime.now(UTC).isoformat(),
-            "task": {
-                "name": task.name,
-                "spec": task.spec,
-                "args": task.args,
-                "dataset": task.dataset.location or task.dataset.name,
-                "samples": samples,
-                "epochs": epochs,
-                "epoch_reducer": task.epoch_reducer.name,
-                "scorers": [s.name for s in task.scorers],
-                "metadata": task.metadata,
-            },
-            "model": info,
-            "model_args": model_args,
-            **_settings_record(settings),
-            "eval": {
-                "limit": options.limit,
-                "epochs": epochs,
-                "max_errors": options.max_errors,
-                "samples_in_flight": width,
-                **(options.extra_header or {}),
-            },
-            "versions": _versions(),
-        }
-    )
-    return header
 
 
 async def _run_pairs(

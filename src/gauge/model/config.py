@@ -8,7 +8,7 @@ and `response_schema` included, is replaced whole.
 
 Precedence when a model is called: provider default < model config < task config
 < run config (eval() keywords, command-line flags) < per-call config; an eval
-resolves its layers once (gauge.evaluation.runner.resolve_settings).
+resolves its layers once (gauge.evaluation.settings.resolve_settings).
 """
 
 from __future__ import annotations
