@@ -292,7 +292,8 @@ def environment() -> dict[str, str]:
 def test_in_tmux_at_80x24_nothing_wraps_and_labels_read(tmp_path: Path) -> None:
     tmux = shutil.which("tmux")
     if tmux is None:
-        pytest.skip("tmux is not installed (apt-get install -y tmux) to run a real 80x24 terminal")
+        # The test command installs it (README, .ci/run): never skipped silently.
+        pytest.fail("tmux is not installed: apt-get install -y tmux (a real 80x24 terminal)")
     done = tmp_path / "done"
     command = gauge_command(
         tmp_path,
