@@ -121,17 +121,8 @@ def storm_response(left: float, with_wait: bool) -> web.Response:
     headers = {}
     if with_wait:
         headers = {"Retry-After": f"{left:.3f}", "retry-after-ms": str(max(1, int(left * 1000)))}
-    error = {
-        "message": "Rate limit reached: the server is overloaded. Please try again later.",
-        "type": "requests",
-        "param": None,
-        "code": "rate_limit_exceeded",
-    }
-    return web.Response(
-        body=orjson.dumps({"error": error}),
-        status=429,
-        headers=headers,
-        content_type="application/json",
+    return _rate_limited(
+        "Rate limit reached: the server is overloaded. Please try again later.", headers
     )
 
 
@@ -150,12 +141,12 @@ def sporadic_response(retry_after: float, rate_headers: dict[str, str] | None) -
         "Retry-After": f"{retry_after:g}",
         "retry-after-ms": str(int(retry_after * 1000)),
     }
-    error = {
-        "message": "The server is busy right now. Please try again shortly.",
-        "type": "requests",
-        "param": None,
-        "code": "rate_limit_exceeded",
-    }
+    return _rate_limited("The server is busy right now. Please try again shortly.", headers)
+
+
+def _rate_limited(message: str, headers: dict[str, str]) -> web.Response:
+    """A 429 in OpenAI's error shape."""
+    error = {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
     return web.Response(
         body=orjson.dumps({"error": error}),
         status=429,
