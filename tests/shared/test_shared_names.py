@@ -67,9 +67,9 @@ def test_grants_not_used_in_their_time_expire() -> None:
     assert grants.held(10.0) == pytest.approx(5.1)
 
 
-def test_token_grants_go_when_earned_but_the_burst() -> None:
-    grants = Grants("t")
-    grants.spans.append([0.0, 1.0])  # 1000 tokens at 1000/s: the burst is 20 tokens
+def test_many_grants_at_once_go_when_earned_but_the_burst() -> None:
+    grants = Grants()
+    grants.spans.append([0.0, 1.0])  # 1000 requests at 1000/s: the burst is 20
     assert grants.take(500, 1000.0, 0.0) == pytest.approx(0.48)
     grants.trim(0.9)  # a pause until 0.9: what it covers is dropped
     assert grants.held(1000.0) == pytest.approx(100.0)

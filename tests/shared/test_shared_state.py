@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis_process import RedisServer
 
 from gauge.model.config import GenerateConfig
@@ -118,6 +119,14 @@ async def test_two_processes_share_one_token_budget(redis_server: RedisServer) -
     late = [t for t in server.rejected_at if t > server.rejected_at[0] + 1.5]
     assert len(late) <= 2, (len(server.rejected_at), len(late))
     assert took < 2 * n * 4 / limit * 2, took
+    # One window in Redis holds the processes' sends of the last second (the last
+    # process's, at least), each counted at 4 tokens: the calibration learned that
+    # replies echo their prompts (the news that re-sizes sends: test_shared_window.py).
+    client = redis.Redis.from_url(redis_server.url)
+    [window] = client.keys("gauge:v1:*:window")
+    members = [m.decode().split("|") for m in client.zrange(window, 0, -1)]
+    assert members and {pid for pid, _, _ in members} <= {f["pid"] for f in figures}
+    assert {tokens for _, _, tokens in members} == {"4"}
 
 
 async def test_shared_concurrency_limit_holds_across_processes(redis_server: RedisServer) -> None:

@@ -112,10 +112,27 @@ async def test_fallback_local_shares_once_redis_answers(redis_server: RedisServe
         await model.close()
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"rate_limit": 50},
+        # 400 tokens/s over 1 s windows, ~6 per request: the shared token window's line
+        # goes to the local bucket when Redis goes, and back to Redis when it returns.
+        {"tokens_per_minute": 24_000, "token_window": 1.0},
+    ],
+    ids=["requests", "tokens"],
+)
 async def test_redis_lost_mid_run_loses_no_sample(
-    shared_on: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    shared_on: RedisServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    limits: dict[str, float],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from gauge import Task
+    from gauge.model.rate import shared_link
+
+    monkeypatch.setattr(shared_link, "_warned", False)  # warned once per process
     from gauge.dataset import Sample
     from gauge.evaluation.runner import eval_async
     from gauge.scorer import includes
@@ -124,7 +141,7 @@ async def test_redis_lost_mid_run_loses_no_sample(
     n = 300
     samples = [Sample(input=f"What is {i}?", target=str(i), id=i) for i in range(n)]
     task = Task(samples, solver=[generate()], scorer=includes(), name="lost")
-    async with OpenAIServer(rate_limit=50, rate_headers=True, latency=0.05) as server:
+    async with OpenAIServer(**limits, rate_headers=True, latency=0.05) as server:
         model = get_model("openai-api/t/m", base_url=server.url, api_key="k", memoize=False)
         key = shared_key(model)
 

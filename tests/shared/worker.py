@@ -59,7 +59,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.gather(*tasks)
     stats = model.rate_stats()
     key = model.key()
-    live = bool(getattr(key.budgets, "_key", None) and key.budgets._key.live)  # type: ignore[attr-defined]
+    shared_key = getattr(key.budgets, "_key", None)
+    live = bool(shared_key and shared_key.live)
     await model.close()
     return {
         "started": started,
@@ -68,6 +69,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors,
         "stats": stats,
         "live": live,
+        "pid": shared_key.pid if shared_key else None,
     }
 
 

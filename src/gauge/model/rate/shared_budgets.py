@@ -1,17 +1,16 @@
 """Request and token budgets shared by every process that uses one connection key.
 
-Each budget (RPM, TPM) is one schedule in Redis (GCRA, the `take` script): a
+The request budget (RPM) is one schedule in Redis (GCRA, the `take` script): a
 process takes a block of grants ahead of need, which occupies n / rate seconds
 of the schedule, and lets its requests go at their grants' times. So the
 processes together send at the budget's rate, in one line, with one Redis round
 trip per block (about BLOCK_SECONDS of the rate: 5 requests at 50/s; at most
 MOST_GRANTS) instead of one per request. Grants a process does not use expire (a
-pause drops those it covers). A request's tokens are sized when its turn comes
-(`Reservation`); a reply that used more than that takes the difference from the
-schedule, and what one did not use is not given back (`SharedBudgets.settle`).
-The token schedule runs below the budget by the largest recent request, which
-is what a second of the provider's window can hold beyond the rate
-(`SharedBudgets._pace`).
+pause drops those it covers).
+
+The token budget (TPM) is the provider's window itself, kept in Redis: every
+process's sends of the last second, each counted at what it may cost until its
+reply says what it used (shared_window.py). A request goes when it fits.
 
 Everything else is the in-process `Budgets`: the limits (the user's, learned
 from headers, inferred from 429s) and their margin, the calibration of token
@@ -24,14 +23,14 @@ were sharing it).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
 from gauge.model.rate.buckets import BURST_SECONDS, TokenBucket
-from gauge.model.rate.budgets import RECENT, Budgets, Sleep
+from gauge.model.rate.budgets import Budgets, Sleep
 from gauge.model.rate.headers import RateHeaders
+from gauge.model.rate.shared_window import Reservation, SharedWindow
 from gauge.model.rate.window import Entry
 
 if TYPE_CHECKING:
@@ -47,10 +46,6 @@ BLOCK_SECONDS of it (5 requests at 50/s, 20 at 200/s); far above the demand (a
 budget that never binds) a block lasts a process 100 requests, so a fetch is rarely
 awaited: with 20, a process sending 5,000 requests/s ran dry between fetches and its
 requests queued behind them (0.63x the calls/s of in process)."""
-BIAS_DECAY = 0.98
-"""Weight kept by the sums behind the sizes' correction at each reply (~50 replies)."""
-SIZES = 50
-"""Requests whose sizes are kept (see `SharedBudgets._pace`)."""
 AHEAD = BLOCK_SECONDS
 """Seconds ahead of their time the requests in line are given their grants."""
 LOCAL = float("-inf")
@@ -65,8 +60,8 @@ Limits = tuple[float | None, float | None, bool, float]
 
 
 class Grants:
-    """Spans of one shared schedule this process holds, in its own clock's time, and
-    the line of this process's requests waiting for them.
+    """Spans of the shared request schedule this process holds, in its own clock's
+    time, and the line of this process's requests waiting for them.
 
     A request that finds the line empty and enough held takes its grant at once.
     Otherwise it joins the line, which one task (`SharedBudgets._serve_line`) serves
@@ -79,16 +74,16 @@ class Grants:
 
     __slots__ = ("adjust", "fetching", "field", "line", "serving", "spans", "waiting")
 
-    def __init__(self, field: str) -> None:
+    def __init__(self, field: str = "r") -> None:
         self.field = field
-        """The schedule's field in the key's Redis hash ("r": requests, "t": tokens)."""
+        """The schedule's field in the key's Redis hash."""
         self.spans: deque[list[float]] = deque()
         """[start, end] of each block taken, oldest first."""
         self.adjust = 0.0
-        """Seconds of schedule to add (debt) or give back (< 0) with the next block."""
+        """Seconds of schedule to add (debt) with the next block."""
         self.fetching: asyncio.Future[None] | None = None
         self.waiting = 0.0
-        """Units wanted by the requests waiting for a block."""
+        """Requests waiting for a block."""
         self.line: deque[tuple[float, asyncio.Future[float]]] = deque()
         """(what it needs, when it may go) of each request waiting for its turn."""
         self.serving: asyncio.Future[None] | None = None
@@ -119,20 +114,17 @@ class Grants:
             else:
                 span[0] += need
                 end, need = span[0], 0.0
-        # As a token bucket with a burst's capacity: the units go when all but
-        # the burst of them has been earned.
+        # As a bucket with a burst's capacity: the units go when all but the
+        # burst of them has been earned.
         return max(first, end - burst)
 
     def held(self, rate: float) -> float:
         """Units held."""
         return rate * sum(end - start for start, end in self.spans)
 
-    def block(self, rate: float, tokens: bool) -> float:
+    def block(self, rate: float) -> float:
         """Units to take next: about BLOCK_SECONDS of the rate, more for the waiting
-        requests, at most BLOCK_MOST_SECONDS (MOST_GRANTS requests); never less
-        than the largest single need (`waiting`, for tokens)."""
-        if tokens:
-            return max(rate * BLOCK_SECONDS, self.waiting)
+        requests, at most BLOCK_MOST_SECONDS (MOST_GRANTS requests)."""
         most = max(1.0, min(MOST_GRANTS, rate * BLOCK_MOST_SECONDS))
         return float(round(min(most, max(1.0, rate * BLOCK_SECONDS, self.waiting))))
 
@@ -150,31 +142,6 @@ class Grants:
         self.adjust = 0.0
 
 
-class Reservation(int):
-    """Tokens reserved for a request, with what they were estimated from.
-
-    A request sized when it joined the line (before any reply, with all of
-    `max_tokens`) is sized again when its turn comes, from what the replies taught
-    meanwhile (calibration.py): unused tokens cannot be given back to the shared
-    schedule (see `SharedBudgets.settle`), so 200 requests queued at the start of
-    a run would otherwise hold seconds of it for nothing. `taken` is what the
-    request took.
-    """
-
-    guess: int
-    max_tokens: int | None
-    estimate: int | None
-    """The calibration's estimate when the request's turn came..."""
-    taken: int | None
-    """...and what it took (the estimate, raised by how far estimates fall short)."""
-
-    def __new__(cls, tokens: int, guess: int, max_tokens: int | None) -> Self:
-        self = super().__new__(cls, tokens)
-        self.guess, self.max_tokens = guess, max_tokens
-        self.estimate = self.taken = None
-        return self
-
-
 class TokenTicket(float):
     """A shared token ticket: minus the tokens, and the reservation behind them."""
 
@@ -189,28 +156,14 @@ class TokenTicket(float):
 class SharedBudgets(Budgets):
     """Budgets paced by schedules shared through Redis; in process while it is away."""
 
-    __slots__ = (
-        "_estimated",
-        "_key",
-        "_record",
-        "_sizes",
-        "_used",
-        "requests",
-        "share",
-        "tokens",
-    )
+    __slots__ = ("_key", "_record", "requests", "room", "share")
 
     def __init__(self, key: SharedKey) -> None:
         super().__init__()
         self._key = key
-        self.requests = Grants("r")
-        self.tokens = Grants("t")
-        self._used = self._estimated = 1.0
-        """Decayed sums of the tokens replies used and their estimates: what
-        replies use beyond their sizes is charged after they came back, while the
-        provider's window already holds it, so the sizes are raised by as much."""
-        self._sizes: deque[int] = deque(maxlen=SIZES)
-        """Tokens of the last requests (the largest paces the token schedule)."""
+        self.requests = Grants()
+        self.room = SharedWindow(key, self)
+        """The token window shared in Redis."""
         self.share = 1.0
         """This process's share of the rate while Redis is away (1 while shared)."""
         self._record = self.limits()
@@ -243,7 +196,7 @@ class SharedBudgets(Budgets):
     def fall_back(self, share: float, now: float) -> None:
         """Redis is away (`share` < 1) or back (1): pace locally at `share` of the rate."""
         self.requests.clear()
-        self.tokens.clear()
+        self.room.reset()
         if share != self.share:
             self.share = share
             self.rebudget(now)
@@ -256,11 +209,11 @@ class SharedBudgets(Budgets):
                 if bucket is not None:
                     bucket.set_rate(bucket.rate * self.share, now)
 
-    # -- before an attempt: grants from the shared schedules ---------------------------------
+    # -- before an attempt: grants from the shared schedule, room in the shared window -------
 
     def tickets(self, tokens: int, now: float) -> tuple[float, float]:
         """Reserve one request and `tokens` tokens. Shared, a ticket is minus the units
-        (taken from the grants when the request waits); local, a place in line."""
+        (asked from Redis when the request waits); local, a place in line."""
         if not self._key.live:
             return super().tickets(tokens, now)
         return (-1.0 if self.rpm is not None else 0.0), (
@@ -269,7 +222,7 @@ class SharedBudgets(Budgets):
 
     def reservation(self, guess: int, max_tokens: int | None) -> int:
         """Tokens to reserve for a prompt estimated at `guess` tokens (sized again
-        when the request's turn comes: `Reservation`)."""
+        when the request's turn comes: shared_window.Reservation)."""
         return Reservation(super().reservation(guess, max_tokens), guess, max_tokens)
 
     async def wait_requests(
@@ -282,17 +235,25 @@ class SharedBudgets(Budgets):
             await self._wait_grant(self.requests, -ticket, sleep, clock)
 
     async def wait_tokens(self, ticket: float, sleep: Sleep, clock: Callable[[], float]) -> None:
-        """Wait for token grants (shared) or the local bucket (`ticket` >= 0)."""
+        """Wait for room in the shared window, or the local bucket (`ticket` >= 0)."""
         if ticket >= 0.0:
             await super().wait_tokens(ticket, sleep, clock)
-        else:
-            need = ticket.reservation if isinstance(ticket, TokenTicket) else -ticket
-            await self._wait_grant(self.tokens, need, sleep, clock)
+            return
+        need = ticket.reservation if isinstance(ticket, TokenTicket) else round(-ticket)
+        room = self.room
+        if (
+            self._key.live
+            and self.tpm is not None
+            and (room.take_held(need) or await room.wait(need))
+        ):
+            return
+        if self.tpm is not None:  # Redis went away meanwhile: the local line
+            await _wait_local(self.tpm, float(need), sleep, clock)
 
     async def _wait_grant(
         self, grants: Grants, need: float, sleep: Sleep, clock: Callable[[], float]
     ) -> None:
-        go = None if grants.line else self._grant(grants, self._size(need), clock())
+        go = None if grants.line else self._grant(grants, need, clock())
         if go is None:  # wait for a turn in this process's line
             turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             grants.line.append((need, turn))
@@ -300,58 +261,25 @@ class SharedBudgets(Budgets):
                 grants.serving = asyncio.ensure_future(self._serve_line(grants))
             go = await turn
         if go == LOCAL:  # Redis went away meanwhile: the local line
-            bucket = self.rpm if grants is self.requests else self.tpm
-            if bucket is not None:
-                await _wait_local(bucket, float(need), sleep, clock)
+            if self.rpm is not None:
+                await _wait_local(self.rpm, need, sleep, clock)
             return
         now = clock()
         if (left := go - now) > 0:
-            if grants is self.requests:
-                self.bound_at = now
+            self.bound_at = now
             await sleep(left)
-
-    def _size(self, need: float) -> float:
-        """The units a request takes when its turn comes (a token `Reservation`, sized
-        again from the calibration as it is now)."""
-        if isinstance(need, Reservation):
-            need.estimate = self.calibration.reservation(need.guess, need.max_tokens)
-            need.taken = math.ceil(need.estimate * max(1.0, self._used / self._estimated))
-            self._sizes.append(need.taken)
-            return float(need.taken)
-        return float(need)
-
-    def _pace(self, grants: Grants) -> float | None:
-        """The rate of `grants`' schedule (None: no budget now).
-
-        Tokens: the budget less the largest recent request. A request goes when its
-        tokens are earned, so the sends within any second of the provider's window
-        are the second's rate plus the part of the first one earned before it: up
-        to one request more than the rate, a 429 and a cut of the margin each time
-        the window is full (the in-process mirror of the window, which prevents it,
-        sees one process's sends only). That margin also covers what WINDOW_FILL
-        covers in process: sends that reach the provider a little late.
-        """
-        if grants is self.requests:
-            return None if self.rpm is None else self.rpm.rate
-        if self.tpm is None:
-            return None
-        rate = self.tpm.rate
-        return max(rate / 2, rate - max(self._sizes, default=0.0) / RECENT)
 
     def _grant(self, grants: Grants, units: float, now: float) -> float | None:
         """When `units` may go (LOCAL: by the local bucket), or None: fetch first."""
-        rate = self._pace(grants)
-        if rate is None:  # the budget is gone meanwhile
+        if self.rpm is None:  # the budget is gone meanwhile
             return now
         if not self._key.live:
             return LOCAL
-        requests = grants is self.requests
+        rate = self.rpm.rate
         go = grants.take(units, rate, now)
-        # A block covers the requests in line (requests), or the largest (tokens).
-        grants.waiting = len(grants.line) + 1.0 if requests else units
-        low = grants.held(rate) < grants.block(rate, not requests) / 2
-        if go is not None and low:
-            self._key.prefetch(grants, rate, not requests)
+        grants.waiting = len(grants.line) + 1.0  # a block covers the requests in line
+        if go is not None and grants.held(rate) < grants.block(rate) / 2:
+            self._key.prefetch(grants, rate)
         return go
 
     async def _serve_line(self, grants: Grants) -> None:
@@ -366,11 +294,10 @@ class SharedBudgets(Budgets):
                 if turn.done():  # its request was cancelled
                     line.popleft()
                     continue
-                go = self._grant(grants, self._size(need), self._key.clock())
+                go = self._grant(grants, need, self._key.clock())
                 if go is None:
-                    rate = self._pace(grants)
-                    assert rate is not None  # else _grant answered now
-                    await self._key.fetch(grants, rate)
+                    assert self.rpm is not None  # else _grant answered now
+                    await self._key.fetch(grants, self.rpm.rate)
                     continue
                 line.popleft()
                 turn.set_result(go)
@@ -391,38 +318,39 @@ class SharedBudgets(Budgets):
 
     def window_wait(self, tokens: int, now: float) -> float:
         """The in-process window mirror sees this process's sends only: shared, the
-        schedule paces the window."""
+        window in Redis holds the request back (`wait_tokens`)."""
         return 0.0 if self._key.live else super().window_wait(tokens, now)
 
     def hold(self, until: float, now: float) -> None:
         """A key-wide pause until `until`: the grants it covers are dropped."""
         super().hold(until, now)
         self.requests.trim(until)
-        self.tokens.trim(until)
+
+    def refund(self, tokens: int, requests: bool, now: float) -> None:
+        """Give back a reservation that was never used (and its room in the window)."""
+        super().refund(tokens, requests, now)
+        self.room.dropped(tokens)
 
     # -- after an attempt ------------------------------------------------------------------
 
     def settle(self, reserved: int, used: int | None, entry: Entry | None, now: float) -> None:
-        """A reply used `used` tokens where `reserved` were reserved: what it used
-        beyond its reservation is taken from the schedule. What it did not use is not
-        given back: its time in the schedule has passed, and given back it would be
-        double: the next window would take the rate and this refund (a storm of 429s
-        at the start of a run, when every request reserved `max_tokens`). Reservations
-        follow the replies (calibration.py), so little is lost once a few came back."""
+        """A reply used `used` tokens where `reserved` were reserved: its send counts
+        at that in the shared window, from when it went. A request sent before the
+        budget existed reserved nothing: its tokens are counted now."""
         margin = self.margin
         super().settle(reserved, used, entry, now)
-        tpm = self.tpm
-        taken = getattr(reserved, "taken", None)
-        took = reserved if taken is None else taken
-        if self._key.live and used is not None and used > 0 and tpm is not None:
-            if used > took:
-                self.tokens.adjust += (used - took) / tpm.rate
-            if (estimate := getattr(reserved, "estimate", None)) is not None:
-                # How far the estimates fall short of what the replies used.
-                self._used = self._used * BIAS_DECAY + used
-                self._estimated = self._estimated * BIAS_DECAY + estimate
+        if self._key.live and used is not None and used > 0 and self.tpm is not None:
+            if isinstance(reserved, Reservation) and reserved.member is not None:
+                self.room.settled(reserved, used, now if entry is None else entry[0])
+            elif not reserved:
+                self.room.added(used, now)
         if self.margin != margin:
             self._noticed()
+
+    def rejected(self, reserved: int, entry: Entry | None, now: float) -> None:
+        """The provider did not count a rejected request: nor does the shared window."""
+        super().rejected(reserved, entry, now)
+        self.room.dropped(reserved)
 
     def episode(self, now: float, cut: bool) -> None:
         """A rate-limit episode began (the margin may be cut: shared)."""
@@ -441,8 +369,8 @@ class SharedBudgets(Budgets):
         if self._key.live:
             if self.rpm is not None and not had[0]:
                 self.requests.adjust += requests / self.rpm.rate
-            if self.tpm is not None and not had[1]:
-                self.tokens.adjust += tokens / self.tpm.rate
+            if self.tpm is not None and not had[1] and tokens:
+                self.room.added(tokens, now)
 
     def set_inferred(self, rpm: float, now: float) -> None:
         """Make `rpm` the inferred request budget (shared)."""

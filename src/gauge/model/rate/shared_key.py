@@ -13,8 +13,10 @@ connection key and event loop, which:
   slots or has news (new limits, a fatal-error streak): its lease expires
   LEASE_TTL seconds after the last renewal, so a killed process's slots come back
   within seconds;
-- takes blocks of grants for the budgets (`take`), one fetch at a time per
-  budget, and the next block before the last runs out;
+- takes blocks of grants for the request budget (`take`), one fetch at a time,
+  and the next block before the last runs out;
+- asks room in the token window for the requests in line, with its news about
+  earlier sends (`room`, shared_window.py);
 - writes a pause at once (`pause`), and hears the others' with its next round trip;
 - when Redis goes away, turns every part local (the link warns once) and, when
   it is back, joins again.
@@ -42,6 +44,7 @@ from gauge.model.rate.shared_parts import (
     SharedSlots,
     SharedStop,
 )
+from gauge.model.rate.shared_window import SPAN
 
 if TYPE_CHECKING:
     from gauge.model.rate.keys import ConnectionKey
@@ -72,6 +75,8 @@ STOP_KEEP = 300.0
 PAUSE_EPSILON = 0.005
 """A pause heard back must end this much later than the one held to be new (each
 round trip maps Redis's time onto this clock a little differently)."""
+CLOCK_AGING = 0.001
+"""Seconds a kept round trip ages per second (see SharedKey.timed)."""
 COOLDOWN = 1.0
 """Seconds during which the shared controller cuts the limit once (adaptive.COOLDOWN)."""
 
@@ -104,7 +109,9 @@ class SharedKey:
         self.live = False
         """Whether the parts are shared now (joined, and Redis answers)."""
         self.offset = 0.0
-        """Redis's time minus this clock's, as of the last round trip."""
+        """Redis's time minus this clock's, from the quickest recent round trip."""
+        self._rtt = float("inf")
+        self._rtt_at = 0.0
         self.holders = 1
         self._joining: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -195,14 +202,14 @@ class SharedKey:
         after = self._synced_at = self.clock()
         if reply is None or leaving:
             return
-        self._apply(reply, (before + after) / 2, after, changes)
+        self._apply(reply, before, after, changes)
 
     def _sync_args(self, leaving: bool) -> tuple[list[str | int | float], int]:
         slots, budgets = self.slots, self.budgets
         # Requests waiting for their budget grants want slots next: with too few
         # leases they would queue for one after their grant's time, then go together,
         # and the provider's window would take more than the schedule gave.
-        demand = slots.leases.demand + len(budgets.requests.line) + len(budgets.tokens.line)
+        demand = slots.leases.demand + len(budgets.requests.line) + len(budgets.room.line)
         # First round trip: no demand known yet, ask for the whole start.
         wanted = slots.controller.limit if not self.started else demand + max(2, demand // 4)
         grown, cuts = slots.grown, slots.cuts
@@ -240,10 +247,10 @@ class SharedKey:
         ]
         return args, self._changes
 
-    def _apply(self, reply: list[Any], mid: float, now: float, changes: int) -> None:
+    def _apply(self, reply: list[Any], before: float, now: float, changes: int) -> None:
         grant, limit, slow, holders, leader, others = (int(x) for x in reply[:6])
         pause, version, limits, stop_sig = reply[6:10]
-        self.offset = float(reply[11]) - mid
+        self.timed(float(reply[11]), before, now)
         self.holders = holders
         self.slots.shared(limit, bool(slow))
         self.slots.leases.grant(grant)
@@ -286,6 +293,21 @@ class SharedKey:
             for field in [f for f in seen if int(f.partition(b"|")[0]) < oldest]:
                 del seen[field]
         return times
+
+    def timed(self, redis_now: float, before: float, after: float) -> None:
+        """Map Redis's time onto this clock from a round trip that read it.
+
+        Redis read its clock somewhere between `before` and `after`: the midpoint
+        is off by up to half the round trip. On a loaded machine some round trips
+        take tens of milliseconds (the process waited for a core), and the sends
+        dated through the offset (the token window) would move by as much, so the
+        quickest round trip of late is kept, allowed CLOCK_AGING more per second
+        since it (the two clocks drift apart a little).
+        """
+        rtt = after - before
+        if rtt <= self._rtt + (after - self._rtt_at) * CLOCK_AGING:
+            self._rtt, self._rtt_at = rtt, after
+            self.offset = redis_now - (before + after) / 2
 
     # -- what the parts tell -------------------------------------------------------------------
 
@@ -353,19 +375,17 @@ class SharedKey:
         """Wait for the next block of `grants` (one fetch at a time per budget)."""
         fetching = grants.fetching
         if fetching is None:
-            fetching = grants.fetching = asyncio.ensure_future(
-                self._fetch(grants, rate, grants is self.budgets.tokens)
-            )
+            fetching = grants.fetching = asyncio.ensure_future(self._fetch(grants, rate))
         await asyncio.shield(fetching)
 
-    def prefetch(self, grants: Grants, rate: float, tokens: bool) -> None:
+    def prefetch(self, grants: Grants, rate: float) -> None:
         """Take the next block before this one runs out."""
         if grants.fetching is None:
-            grants.fetching = asyncio.ensure_future(self._fetch(grants, rate, tokens))
+            grants.fetching = asyncio.ensure_future(self._fetch(grants, rate))
 
-    async def _fetch(self, grants: Grants, rate: float, tokens: bool) -> None:
+    async def _fetch(self, grants: Grants, rate: float) -> None:
         try:
-            units = grants.block(rate, tokens)
+            units = grants.block(rate)
             adjust = grants.adjust
             burst = f"{burst_seconds(rate):.6f}"
             args: list[str | int | float] = [
@@ -383,13 +403,38 @@ class SharedKey:
                 return
             grants.adjust -= adjust
             offset, redis_now, pause = (float(x) for x in reply)
-            mid = (before + after) / 2
-            self.offset = redis_now - mid
-            start = mid + offset
+            self.timed(redis_now, before, after)
+            start = (before + after) / 2 + offset
             grants.spans.append([start, start + units / rate])
             self.heard_pause(pause, after)
         finally:
             grants.fetching = None
+
+    async def room(
+        self, members: list[str], limit: float, news: list[str], hold: str = ""
+    ) -> tuple[int, float, bool] | None:
+        """Ask room in the token window for `members` (in order), telling `news` first,
+        and for the room of member `hold` to hold: (how many were admitted, seconds
+        until the first one left out may fit, whether `hold` is held), or None when
+        Redis did not answer."""
+        args: list[str | int | float] = [
+            f"{SPAN:.6f}",
+            repr(limit),
+            KEEP_MS,
+            len(members),
+            len(news) // 3,
+            hold,
+            *members,
+            *news,
+        ]
+        before = self.clock()
+        reply = await self.link.run("room", [self.names.window, self.names.state], args)
+        after = self.clock()
+        if reply is None or not self.live:
+            return None
+        self.timed(float(reply[2]), before, after)
+        self.heard_pause(float(reply[3]), after)
+        return int(reply[0]), float(reply[1]), bool(int(reply[4]))
 
     # -- Redis away and back ---------------------------------------------------------------------
 

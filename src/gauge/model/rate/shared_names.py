@@ -25,25 +25,29 @@ class KeyNames:
     """The Redis keys of one connection key."""
 
     state: str
-    """Hash: the budgets' schedules (GCRA), the pause, the concurrency controller,
-    the learned limits and the fatal-error streak."""
+    """Hash: the request budget's schedule (GCRA), the tokens in the window, the
+    pause, the concurrency controller, the learned limits and the fatal-error streak."""
     leases: str
     """Sorted set: process id -> when its concurrency lease expires."""
     holders: str
     """Hash: process id -> "held,wanted" concurrency slots."""
     sends: str
     """Hash: "bin|process id" -> successful sends in that bin (rate inference)."""
+    window: str
+    """Sorted set: "process id|seq|tokens" -> when that send went (the token window)."""
 
     def all(self) -> list[str]:
         """Every name, in the order the scripts take them."""
-        return [self.state, self.leases, self.holders, self.sends]
+        return [self.state, self.leases, self.holders, self.sends, self.window]
 
 
 def key_names(connection_key: str) -> KeyNames:
     """The Redis names of `connection_key` (provider|base URL|credential fingerprint|model)."""
     digest = hashlib.sha256(connection_key.encode()).hexdigest()[:24]
     base = f"{PREFIX}{{{digest}}}"
-    return KeyNames(f"{base}:state", f"{base}:leases", f"{base}:holders", f"{base}:sends")
+    return KeyNames(
+        f"{base}:state", f"{base}:leases", f"{base}:holders", f"{base}:sends", f"{base}:window"
+    )
 
 
 def label(connection_key: str) -> str:

@@ -6,10 +6,19 @@ process maps it onto its own monotonic clock. Floats travel as strings (Lua
 numbers in replies become integers). Names of the hash fields are in
 shared_names.KeyNames.
 
-    take   a block of grants from one budget's schedule (GCRA): n units at `rate`
-           occupy n / rate seconds of it, from the later of its end, now (less
-           the burst) and the pause; a pending adjustment (debt, or tokens a reply
-           did not use) moves the schedule first
+    take   a block of grants from the request budget's schedule (GCRA): n units
+           at `rate` occupy n / rate seconds of it, from the later of its end, now
+           (less the burst) and the pause; a pending adjustment (debt) moves the
+           schedule first
+    room   the token budget's window: every process's sends of the last `span`
+           seconds, one sorted-set member each ("process|seq|tokens", scored by
+           when it went), as the provider's window holds them. Applies this
+           process's news first (a send re-dated to when it went and re-sized to
+           what its reply used, dropped after a 429, or added), then admits the
+           sends asked for, in order, while they fit under `limit`; for the first
+           that does not, answers when enough of the window will have expired.
+           With every send admitted and the window less than half full, it also
+           lets the process hold some room (one member) for its next sends
     pause  hold the key until a deadline (the later one wins)
     sync   one process's periodic round trip: renew its concurrency lease (and
            take its share of the shared limit), run the shared adaptive-concurrency
@@ -172,4 +181,63 @@ return {grant, limit, slow, n, leader == pid and 1 or 0, others, s[1] or '0', s[
 """
 )
 
-SCRIPTS = {"take": TAKE, "pause": PAUSE, "sync": SYNC}
+ROOM = (
+    _COMMON
+    + """
+local W, H = KEYS[1], KEYS[2]
+local span, limit, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local asked, news, hold = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local function size(member) return tonumber(string.match(member, '|(%d+)$')) end
+local total = tonumber(redis.call('HGET', H, 'room')) or 0
+local cutoff = now - span
+local gone = redis.call('ZRANGEBYSCORE', W, '-inf', f(cutoff))
+for _, m in ipairs(gone) do total = total - size(m) end
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', W, '-inf', f(cutoff)) end
+-- news: old member (or ''), new member (or '': dropped), when the new one went
+local i = 7 + asked
+for _ = 1, news do
+  local old, new, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  if old ~= '' and redis.call('ZREM', W, old) == 1 then total = total - size(old) end
+  if new ~= '' and at > cutoff then
+    redis.call('ZADD', W, f(at), new)
+    total = total + size(new)
+  end
+end
+if redis.call('ZCARD', W) == 0 then total = 0 end
+local admitted, wait = 0, 0
+for k = 1, asked do
+  local m = ARGV[6 + k]
+  local excess = total + size(m) - limit
+  -- an empty window always has room, even for a send larger than the limit
+  if excess > 0 and total > 0 then
+    local entries = redis.call('ZRANGE', W, 0, -1, 'WITHSCORES')
+    local freed = 0
+    wait = tonumber(entries[#entries]) + span - now
+    for j = 1, #entries, 2 do
+      freed = freed + size(entries[j])
+      if freed >= excess then
+        wait = tonumber(entries[j + 1]) + span - now
+        break
+      end
+    end
+    break
+  end
+  redis.call('ZADD', W, f(now), m)
+  total = total + size(m)
+  admitted = k
+end
+local held = 0
+if hold ~= '' and admitted == asked and total + size(hold) <= limit / 2 then
+  redis.call('ZADD', W, f(now), hold)
+  total = total + size(hold)
+  held = 1
+end
+redis.call('HSET', H, 'room', total)
+redis.call('PEXPIRE', W, keep)
+redis.call('PEXPIRE', H, keep)
+return {admitted, f(math.max(0, wait)), f(now), redis.call('HGET', H, 'pause') or '0', held}
+"""
+)
+
+SCRIPTS = {"take": TAKE, "pause": PAUSE, "sync": SYNC, "room": ROOM}

@@ -31,5 +31,10 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def build_engine(settings: Settings) -> Engine:
-    """The engine that `settings` ask for (not loaded yet: call `start()`)."""
+    """The engine that `settings` ask for (not loaded yet: call `start()`). A package
+    the engine needs and this machine lacks is an error now, before any port is bound."""
+    if settings.engine == "vllm":
+        from gauge.serve.engines.vllm import require
+
+        require(settings)
     return engine_class(settings.engine).from_settings(settings)

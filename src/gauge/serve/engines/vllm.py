@@ -20,6 +20,8 @@ generation.
 
 `engine` and `sampling_params` may be passed in (tests use fakes); otherwise
 `vllm` is imported on `load`, and a missing package or GPU is a one-line error.
+`gauge serve` checks the package (and ray, when asked for) before it binds its
+port (`require`): a server that cannot load its model never listens.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import importlib.util
 import itertools
 import os
+import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,6 +79,32 @@ _ENGINE_ARGS = {
     "distributed_executor_backend": "distributed_executor_backend",
 }
 _ids = itertools.count()
+
+NO_VLLM = (
+    "the vllm engine needs the vllm package{what}: pip install vllm on a CUDA GPU "
+    "machine, or use --engine transformers"
+)
+NO_RAY = (
+    "DISTRIBUTED_EXECUTOR_BACKEND=ray needs the ray package: pip install "
+    "'ray[default]' on every node and start the cluster (docs/gpu.md), "
+    "or use mp on one node"
+)
+
+
+def require(settings: Settings) -> None:
+    """Fail now, with one line, if vllm (or ray, when the settings ask for it) cannot be
+    imported here: before the server binds its port and starts loading."""
+    if "vllm" not in sys.modules and not _importable("vllm"):
+        raise MissingExtra(NO_VLLM.format(what=""))
+    if settings.distributed_executor_backend == "ray" and not _importable("ray"):
+        raise MissingExtra(NO_RAY)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module in sys.modules without a spec
+        return module in sys.modules
 
 
 def engine_args(settings: Settings) -> dict[str, Any]:
@@ -166,19 +195,12 @@ class VLLMEngine(Engine):
         try:
             from vllm import AsyncEngineArgs, AsyncLLMEngine
         except ImportError as ex:
-            raise MissingExtra(
-                f"the vllm engine needs the vllm package ({ex.name}): pip install vllm "
-                "on a CUDA machine, or use --engine transformers"
-            ) from ex
+            raise MissingExtra(NO_VLLM.format(what=f" ({ex.name})")) from ex
         if (
             self.engine_args.get("distributed_executor_backend") == "ray"
             and importlib.util.find_spec("ray") is None
         ):
-            raise MissingExtra(
-                "DISTRIBUTED_EXECUTOR_BACKEND=ray needs the ray package: pip install "
-                "'ray[default]' on every node and start the cluster (docs/gpu.md), "
-                "or use mp on one node"
-            )
+            raise MissingExtra(NO_RAY)
         if self._hf_token:
             os.environ.setdefault("HF_TOKEN", self._hf_token)
         try:
