@@ -75,6 +75,14 @@ _HELP = {
         "vllm: mp (one node), ray (several nodes; start a Ray cluster first), "
         "uni or external_launcher."
     ),
+    "batch_dir": (
+        "Directory for the batch API's files and batches, kept across restarts "
+        "(default: a temporary one, removed at exit)."
+    ),
+    "batch_concurrency": (
+        "Batch requests answered at once (default 32), so real-time requests are still served."
+    ),
+    "batch_max_file_mb": "Largest file POST /v1/files takes, in MiB (default 200, as OpenAI).",
     "mock_latency": "mock: seconds before the first token (default 0).",
     "mock_token_latency": "mock: seconds between tokens (default 0).",
 }
@@ -99,7 +107,8 @@ def _options(command: Any) -> Any:
 _EPILOG = (
     "Every option is also an environment variable, named after it in upper case "
     "(MODEL_NAME, MAX_MODEL_LEN, ...: the RunPod vLLM worker's names), except "
-    "GAUGE_SERVE_HOST, GAUGE_SERVE_PORT and GAUGE_SERVE_API_KEY: a bare HOST, PORT or "
+    "GAUGE_SERVE_HOST, GAUGE_SERVE_PORT, GAUGE_SERVE_API_KEY and GAUGE_SERVE_BATCH_*: "
+    "a bare HOST, PORT or "
     "API_KEY is never read. A flag wins over its variable. Start-up prints every "
     "setting given and where it came from. Booleans are 0 or 1. See docs/serve.md."
 )
@@ -112,7 +121,7 @@ _EPILOG = (
 )
 @_options
 def serve_command(**flags: Any) -> None:
-    """Serve a local model over OpenAI's API (chat, completions, models, health, metrics).
+    """Serve a local model over OpenAI's API: chat, completions, batches, models, metrics.
 
     With no options it serves the bundled gauge-tiny model (transformers engine,
     CPU) on http://127.0.0.1:8088/v1 until Ctrl-C. Evaluate it from another shell:
@@ -132,8 +141,10 @@ def serve_command(**flags: Any) -> None:
         import uvicorn
 
         from gauge.serve.app import build_app
+        from gauge.serve.batch_api import check_batch_dir
     except ModuleNotFoundError as ex:
         raise MissingExtra(f"gauge serve needs {ex.name!r}: pip install 'gauge[serve]'") from None
+    check_batch_dir(settings)  # before the socket and the model: a bad directory fails at once
     engine = build_engine(settings)  # not loaded yet: that starts with the server
     # Bound before the model loads: a port in use or a wrong address fails at once.
     sock = bind(settings)

@@ -3,7 +3,24 @@
     {"type": "header", ...}    task, model info, config layers, resolved settings, versions
     {"type": "resume", ...}    a resumed run started: the settings it resolved to
     {"type": "sample", ...}    one per finished sample (id, epoch, input, output, scores, ...)
+    {"type": "batch", ...}     a provider batch job was submitted, or finished (see below)
+    {"type": "not_run", ...}   samples left out when a run stopped early (why, which)
     {"type": "summary", ...}   results, written when the run ends (also when it fails)
+
+Batch lines (gauge.evaluation.batches) are written and flushed (then fsynced)
+before the create call ("intent": a fresh random token the job is tagged with)
+and before the batch stage waits on the job ("submitted"), so a run killed at
+any moment re-attaches on resume instead of paying again; an intent with no
+submitted line of its token is looked up at the provider by that token:
+
+    {"type": "batch", "event": "intent", "token": "9f2c...", "provider": "openai",
+     "model": "gpt-4o-mini", "custom_ids": ["<digest>-0", ...],
+     "submitted": 1765000000.0, "time": "2026-12-06T08:00:00+00:00"}
+    {"type": "batch", "event": "submitted", "job_id": "batch_abc", "token": "9f2c...",
+     "provider": "openai", "model": "gpt-4o-mini", "custom_ids": ["<digest>-0", ...],
+     "submitted": 1765000000.0, "state": "validating", "time": "..."}
+    {"type": "batch", "event": "finished", "job_id": "batch_abc", "state": "completed",
+     "time": "..."}
 
 Lines are serialised with orjson, redacted, and written through a buffer that is
 flushed to the OS every `FLUSH_LINES` lines or `FLUSH_SECONDS`, whichever comes
@@ -15,6 +32,8 @@ read and cut off before appending. For one (id, epoch), the last line wins.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -73,6 +92,32 @@ class JournalWriter:
         if self._pending >= FLUSH_LINES or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
+    def write_now(self, record: dict[str, Any]) -> None:
+        """Append one record, with every line before it, and hand it to the OS before
+        returning (it survives a kill of the process from here on); then fsync it.
+
+        For the few records a resumed run must find (batch jobs: money already
+        spent), never for samples. Inside an event loop the fsync runs on a worker
+        thread: it takes milliseconds, and blocking the loop for them would delay
+        the recording of other jobs being created at the same moment (a kill in
+        between pays for those twice). A power loss within those milliseconds may
+        lose the line; a kill cannot.
+        """
+        self._file.write(self.redactor.line(dumps(record)) + b"\n")
+        self._file.flush()
+        self._pending = 0
+        self._last_flush = time.monotonic()
+        fd = self._file.fileno()
+        try:
+            asyncio.get_running_loop().run_in_executor(None, _fsync_quietly, fd)
+        except RuntimeError:  # no loop running (or it is shutting down): here and now
+            os.fsync(fd)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the run ended and the file was closed."""
+        return self._file.closed
+
     def flush(self) -> None:
         """Hand buffered lines to the OS (they survive a process kill from here on)."""
         if self._pending:
@@ -87,6 +132,12 @@ class JournalWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+
+
+def _fsync_quietly(fd: int) -> None:
+    # The writer may have closed the file meanwhile (close() fsyncs it itself).
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -116,6 +167,12 @@ class Journal:
     torn_lines: int = 0
     resumes: list[dict[str, Any]] = field(default_factory=list)
     """The "resume" lines, in order (each records the settings that part ran with)."""
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Batch jobs by job id, in submission order: the "submitted" line's fields, with
+    the later lines' `state` (and `"finished": true` once a "finished" line came)."""
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Batch "intent" lines by token (a job about to be created); one whose token no
+    job in `batches` carries was cut off inside its create call."""
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -179,6 +236,11 @@ def read_journal(path: str | Path) -> Journal:
             journal.summaries.append(record)
         elif kind == "resume":
             journal.resumes.append(record)
+        elif kind == "batch" and record.get("event") == "intent":
+            if isinstance(token := record.get("token"), str):
+                journal.intents[token] = record
+        elif kind == "batch":
+            _add_batch(journal.batches, record)
     if journal is None:
         raise JournalError(f"{path}: empty journal; it has no header line")
     journal.torn_lines = torn
@@ -188,3 +250,13 @@ def read_journal(path: str | Path) -> Journal:
 def _key_id(value: Any) -> Any:
     # Ids round-trip through JSON: keep ints and strings, and compare them as such.
     return value if isinstance(value, int | str) else str(value)
+
+
+def _add_batch(batches: dict[str, dict[str, Any]], record: dict[str, Any]) -> None:
+    job_id = record.get("job_id")
+    if not isinstance(job_id, str):
+        return  # not a line this version wrote: nothing to re-attach to
+    merged = batches.setdefault(job_id, {})
+    merged.update({k: v for k, v in record.items() if k not in ("type", "event")})
+    if record.get("event") == "finished":
+        merged["finished"] = True

@@ -12,6 +12,10 @@ tokens/min) and why it slowed down. Labels are model names (plus the host when
 two would read alike), never the internal key string. Without a terminal (CI
 logs, pipes) it prints plain lines instead: one per run every `PLAIN_EVERY`
 seconds or each tenth of the run, and one when a run ends.
+
+A run with provider batch jobs gets a line for them (batch_progress.py); in
+plain mode each job's state changes are printed, and while jobs are in flight
+a heartbeat every few minutes replaces the every-10-seconds sample line.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from gauge.evaluation.batch_progress import BatchBoard
+from gauge.evaluation.cost_limit import Spend
 
 REFRESH_HZ = 4
 SHOW_AFTER = 1.0
@@ -43,6 +50,10 @@ class Counters:
     loading: bool = False
     """The model is loading (a local model before its first sample)."""
     started: float = field(default_factory=time.perf_counter)
+    batches: BatchBoard = field(default_factory=BatchBoard)
+    """The run's provider batch jobs (its BatchObserver; empty without batching)."""
+    spend: Spend = field(default_factory=Spend)
+    """USD spent so far (gauge.evaluation.cost_limit; unknown without a price)."""
 
     def rate(self) -> float:
         """Samples finished per second so far."""
@@ -284,6 +295,8 @@ class ProgressDisplay:
             blocks.append(
                 self._run_lines(run, label.ljust(label_width), stats, width, wide, unicode)
             )
+            if (batches := run.counters.batches.line(width)) is not None:
+                blocks[-1].append(_Line().add(batches))
         for stats in others:
             name, host = key_label(stats["key"])
             head = f"  {name}" + (f" @ {host}" if host and wide else "")
@@ -334,7 +347,7 @@ class ProgressDisplay:
         for text, style in numbers:
             lines[-1].add(text, style)
         if c.done >= c.total:  # finished: what it met, when there is room
-            tail = f" · rate-limited {c.rate_limits} · tokens {c.tokens:,}"
+            tail = f" · rate-limited {c.rate_limits} · tokens {c.tokens:,} · cost {_cost(c)}"
             if lines[-1].width + len(tail) <= width:
                 lines[-1].add(tail, "dim")
             return lines
@@ -362,6 +375,7 @@ class ProgressDisplay:
         ]
         if run is not None and wide:
             parts.append((f"tokens {run.tokens:,}", ""))
+            parts.append((f"cost {_cost(run)}", ""))
         if "replicas" in stats:
             parts.append((f"{len(stats['replicas'])} replicas", "dim"))
         elif host := key_label(stats["key"])[1]:
@@ -403,10 +417,14 @@ class ProgressDisplay:
         if due:
             self._last_plain = now
         todo = [i for i, run in enumerate(self._runs) if not run.ended and _plain_due(run, due)]
-        if not todo:  # the common case: no key stats read
+        news = [self._batch_news(run, final) for run in self._runs]
+        if not todo and not any(news):  # the common case: no key stats read
             return
         per_run, _ = self._key_stats()
         labels = self._labels(per_run, wide=False)
+        for label, lines in zip(labels, news, strict=True):
+            for line in lines:
+                self._say(f"[{label}] {line}")
         for i in todo:
             run, c = self._runs[i], self._runs[i].counters
             if c.loading:
@@ -419,6 +437,15 @@ class ProgressDisplay:
             stopped = ", stopped" if final and not finished else ""
             self._say(f"[{labels[i]}] {_plain_numbers(c, per_run[i], finished)}{stopped}")
 
+    @staticmethod
+    def _batch_news(run: _Run, final: bool) -> list[str]:
+        """Plain lines about a run's batch jobs: state changes, and heartbeats while waiting."""
+        board = run.counters.batches
+        if not board.jobs or run.ended:
+            return []
+        news = board.take_news()
+        return news if final else news + board.heartbeats()
+
     def _say(self, line: str) -> None:
         self._console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -429,7 +456,16 @@ def _plain_due(run: _Run, due: bool) -> bool:
     if c.loading:
         return not run.loading_shown
     step = 10 * c.done // c.total if c.total else 10
+    # Waiting on batch jobs (hours, maybe): their heartbeat says where it stands instead.
+    due = due and not c.batches.waiting()
     return due or c.done >= c.total or step > run.step
+
+
+def _cost(c: Counters) -> str:
+    """The run's spend so far: "$0.0123", or "unknown" without a price."""
+    from gauge.model.cost import usd
+
+    return usd(c.spend.total)
 
 
 def _unicode(console: Any) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gauge.errors import ConfigError
+from gauge.model.batch.config import batch_setting
 from gauge.model.config import GenerateConfig
 from gauge.model.model import Model
 
@@ -70,12 +71,16 @@ def samples_in_flight(model: Model, settings: Settings, max_samples: int | None 
     With neither, the key's concurrency adapts (gauge.model.rate) from the
     provider's default up to its max_connections_limit(): that many samples are
     kept in flight so it has demand to grow into (the provider's default would
-    otherwise be a ceiling).
+    otherwise be a ceiling). With `batch` on, requests in a job take no
+    connection, so enough samples to fill every job are kept in flight instead:
+    `size` x `max_batches` (the runner bounds it by the samples left).
     """
     if max_samples is not None:
         if max_samples < 1:
             raise ConfigError(f"max_samples must be at least 1, got {max_samples}")
         return max_samples
+    if (batch := batch_setting(settings.resolved.batch)) is not None:
+        return batch.size * batch.max_batches
     return settings.resolved.max_connections or model.api.max_connections_limit()
 
 

@@ -12,15 +12,19 @@ import abc
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from gauge.errors import UnsupportedFeature
+from gauge.model.call import ModelCall, unwrap
 from gauge.model.config import GenerateConfig
 from gauge.model.limits import DEFAULT_MAX
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
+
+if TYPE_CHECKING:
+    from gauge.model.batch.api import BatchAPI
 
 RetryKind = Literal["rate_limit", "transient", "fatal"]
 
@@ -175,8 +179,12 @@ class ModelAPI(abc.ABC):
         tools: list[ToolInfo],
         tool_choice: ToolChoice,
         config: GenerateConfig,
-    ) -> ModelOutput:
-        """Send one request and translate the answer. Raise the provider's own errors."""
+    ) -> ModelOutput | tuple[ModelOutput | Exception, ModelCall]:
+        """Send one request and translate the answer. Raise the provider's own errors.
+
+        Returning `(output, ModelCall)`, or `(exception, ModelCall)` for a failed call,
+        is accepted too (Inspect AI's form): the pipeline keeps the call on `output.call`.
+        """
 
     async def stream(
         self,
@@ -188,7 +196,9 @@ class ModelAPI(abc.ABC):
         """Yield text deltas, and StreamInfo items for the response headers, the
         usage and the stop reason where the wire format has them. The default
         yields the whole completion once, with its headers, usage and stop reason."""
-        output = await self.generate(input, tools, tool_choice, config)
+        output: ModelOutput = unwrap(
+            await self.generate(input, tools, tool_choice, config), self.name
+        )
         yield StreamInfo(headers=output.headers)
         yield output.completion
         yield StreamInfo(usage=output.usage, stop_reason=output.stop_reason)
@@ -218,6 +228,11 @@ class ModelAPI(abc.ABC):
             f"provider {self.name!r} cannot score loglikelihoods; use hf/<model>, "
             "an OpenAI-compatible completions endpoint with echo+logprobs, or vllm"
         )
+
+    def batch_api(self) -> BatchAPI | None:
+        """The translator to this provider's batch endpoint, or None when it has none
+        (then `batch` is a one-line error). See gauge.model.batch.api."""
+        return None
 
     def score_batch_size(self) -> int:
         """Requests per `loglikelihood` call (the Model splits larger lists)."""

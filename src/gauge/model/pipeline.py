@@ -1,6 +1,6 @@
 """The pipeline: one list of stages, built once per Model, for every kind of call.
 
-    total deadline -> cache -> retry -> connection key -> attempt -> provider
+    total deadline -> cache -> batch -> retry -> connection key -> attempt -> provider
 
 The first stage listed is the outermost. generate, stream and loglikelihood
 batches all travel as a `ModelRequest` through the same stages; only the
@@ -23,6 +23,7 @@ from typing import Protocol
 from gauge.errors import ModelTimeout
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.attempt import AttemptTimeout, attempt, classify, provider_call
+from gauge.model.batch.stage import batch_stage
 from gauge.model.cache.stage import response_cache
 from gauge.model.output import ModelOutput
 from gauge.model.pool import Finder, pool_finder
@@ -98,6 +99,7 @@ def model_pipeline(
         [
             total_deadline,
             response_cache(api),
+            batch_stage(api, sleep),
             retry(api, policy, sleep, find),
             key_stage(api, sleep),
             attempt,
@@ -122,8 +124,8 @@ def total_deadline(call: Call) -> Call:
 
     async def stage(request: ModelRequest) -> ModelOutput:
         seconds = request.config.timeout
-        if seconds is None:
-            return await call(request)
+        if seconds is None or (request.config.batch and request.operation == "generate"):
+            return await call(request)  # a batch job's wait is not bounded by it (batch/stage.py)
         if request.operation == "stream":
             request.deadline = time.monotonic() + seconds
         deadline = asyncio.timeout(seconds)

@@ -7,6 +7,7 @@
     GET  /metrics               Prometheus text
     POST /tokenize, /detokenize the engine's tokenizer, as vLLM's (see gauge.serve.tokenize)
     GET  /openapi.json          this server's OpenAPI document (no auth)
+    /v1/files, /v1/batches      OpenAI's batch API over the same engine (see gauge.serve.batch_api)
 
 The engine starts in the background when the app starts, so /health answers
 (503, state "loading") while the weights load; generation routes answer 503
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from gauge.errors import ConfigError, GaugeError, ModelError, one_line
 from gauge.serve import auth, responses, sse
 from gauge.serve import tokenize as tokens
+from gauge.serve.batch_api import BatchAPI
 from gauge.serve.engines.base import Delta, Engine, EngineRequest, EngineResult
 from gauge.serve.fastpath import FastStarlette
 from gauge.serve.metrics import Metrics
@@ -161,6 +163,12 @@ class Server:
         if not self.settings.disable_log_requests:
             log.info("%s 200 %d tokens", route, data["usage"]["completion_tokens"])
         return data
+
+    async def batch_complete(self, route: str, body: Any) -> dict[str, Any] | AsyncIterator[bytes]:
+        """`complete` for one line of a batch: it waits for the engine to have started."""
+        await self.started.wait()
+        self._check_ready()
+        return await self.complete(route, body)
 
     async def _released(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:
@@ -373,14 +381,17 @@ def build_app(engine: Engine, settings: Settings) -> Starlette:
     `app.state.server.ready` is set once the engine has loaded and warmed up.
     """
     server = Server(engine, settings)
+    batch_api = BatchAPI(settings, server.metrics, server.batch_complete)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await batch_api.open()
         starting = asyncio.create_task(server.start())
         stats = None if settings.disable_log_stats else asyncio.create_task(server.log_stats())
         try:
             yield
         finally:
+            await batch_api.close()
             for task in (starting, stats):
                 if task is not None:
                     task.cancel()
@@ -439,9 +450,11 @@ def build_app(engine: Engine, settings: Settings) -> Starlette:
             Route("/detokenize", detokenize, methods=["POST"]),
             Route("/tokenizer_info", tokenizer_info, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            *batch_api.routes(),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
     app.state.server = server
+    app.state.batch_api = batch_api
     return app

@@ -3,7 +3,8 @@
 Every setting has one environment variable: the RunPod vLLM worker's name
 (MODEL_NAME, MAX_MODEL_LEN, ...), or gauge's own where worker-vllm has none and
 a bare name would be one that other programs set: GAUGE_SERVE_HOST,
-GAUGE_SERVE_PORT and GAUGE_SERVE_API_KEY (never HOST, PORT or API_KEY, so a
+GAUGE_SERVE_PORT, GAUGE_SERVE_API_KEY and the GAUGE_SERVE_BATCH_* settings of
+the batch API (never HOST, PORT or API_KEY, so a
 stray variable can neither turn auth on nor move the server; `check_generic`
 refuses or notes them). A flag of the same name in lower case with dashes
 (`--max-model-len`) wins over the variable. Booleans are 0 or 1. A value that
@@ -48,6 +49,9 @@ GAUGE_NAMES = {
     "host": "GAUGE_SERVE_HOST",
     "port": "GAUGE_SERVE_PORT",
     "api_key": "GAUGE_SERVE_API_KEY",
+    "batch_dir": "GAUGE_SERVE_BATCH_DIR",
+    "batch_concurrency": "GAUGE_SERVE_BATCH_CONCURRENCY",
+    "batch_max_file_mb": "GAUGE_SERVE_BATCH_MAX_FILE_MB",
 }
 """gauge's own variables for the settings only the HTTP server reads (worker-vllm has none)."""
 
@@ -85,15 +89,16 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_key: str | None = field(default=None, repr=False)
-    max_concurrency: int = 256
+    max_concurrency: int = 300
     openai_served_model_name_override: str | None = None
     openai_response_role: str = "assistant"
     raw_openai_output: bool = True
     default_batch_size: int = 50
     default_min_batch_size: int = 1
     default_batch_size_growth_factor: float = 3.0
-    disable_log_stats: bool = False
-    disable_log_requests: bool = False
+    # worker-vllm's defaults: logs off unless asked for (DISABLE_LOG_*=0), SEED 0
+    disable_log_stats: bool = True
+    disable_log_requests: bool = True
     # model loading
     model_revision: str | None = None
     max_model_len: int | None = None
@@ -102,7 +107,7 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     quantization: str | None = None
     trust_remote_code: bool = False
-    seed: int | None = None
+    seed: int | None = 0
     kv_cache_dtype: str | None = None
     dtype: str | None = None
     tokenizer_name: str | None = None
@@ -120,6 +125,10 @@ class Settings:
     pipeline_parallel_size: int | None = None
     data_parallel_size: int | None = None
     distributed_executor_backend: str | None = None
+    # the batch API (gauge.serve.batch_api): where files and batches live, lines run at once
+    batch_dir: str | None = None
+    batch_concurrency: int = 32
+    batch_max_file_mb: int = 200
     # the mock engine's latencies (seconds), for load tests
     mock_latency: float = 0.0
     mock_token_latency: float = 0.0
@@ -214,6 +223,8 @@ def _check(s: Settings) -> None:
     positive("DEFAULT_MIN_BATCH_SIZE", s.default_min_batch_size)
     positive("MAX_MODEL_LEN", s.max_model_len)
     positive("BLOCK_SIZE", s.block_size)
+    positive(env_var("batch_concurrency"), s.batch_concurrency)
+    positive(env_var("batch_max_file_mb"), s.batch_max_file_mb)
     if s.default_batch_size_growth_factor < 1:
         raise ConfigError(
             f"DEFAULT_BATCH_SIZE_GROWTH_FACTOR={s.default_batch_size_growth_factor} "
