@@ -12,9 +12,11 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from gauge.evaluation.metrics import Metric, Reducer, value_to_float
+from gauge.model.cost import usd
 
 
 @dataclass(slots=True)
@@ -75,6 +77,8 @@ class EvalResult:
     tokens: int
     seconds: float
     message: str | None = None
+    cost: Decimal | None = None
+    """USD spent by the run (cache hits cost 0); None: unknown (a model without a price)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the journal's summary line)."""
@@ -89,6 +93,8 @@ class EvalResult:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 4),
             "message": self.message,
+            # A float of the exact Decimal (its digits survive); null: unknown, never 0.
+            "cost": None if self.cost is None else float(self.cost),
         }
 
 
@@ -123,8 +129,10 @@ def results_table(results: Sequence[EvalResult], width: int | None = None) -> An
     models = list(dict.fromkeys(r.model for r in results))
     rows = metric_rows(results)
     status: dict[str, dict[str, str]] = {}
+    costs: dict[str, dict[str, str]] = {}
     for r in results:
         status.setdefault(r.task, {})[r.model] = f"{r.completed}/{r.samples} ({r.errors} err)"
+        costs.setdefault(r.task, {})[r.model] = usd(r.cost)
     headers = models
     if width is not None:
         cells = [c for _, _, row in rows for c in row.values()] + [
@@ -145,7 +153,21 @@ def results_table(results: Sequence[EvalResult], width: int | None = None) -> An
         table.add_row(task, name, *(row.get(m, "-") for m in models))
     for task, row in status.items():
         table.add_row(task, "samples", *(row.get(m, "-") for m in models), style="dim")
+        table.add_row(task, "cost", *(costs[task].get(m, "-") for m in models), style="dim")
     return table
+
+
+def total_cost(results: Sequence[EvalResult]) -> str:
+    """The runs' total spend, e.g. "total cost: $1.2345 (3 runs)", or why it is unknown."""
+    known = [r.cost for r in results if r.cost is not None]
+    unpriced = sorted({r.model for r in results if r.cost is None})
+    if not unpriced:
+        return f"total cost: {usd(sum(known, Decimal(0)))} ({len(results)} run(s))"
+    priced = f"; {usd(sum(known, Decimal(0)))} for the priced runs" if known else ""
+    return (
+        f"total cost: unknown ({', '.join(unpriced)} has no price{priced}); "
+        "price it with --model-cost-config"
+    )
 
 
 def _break_name(name: str, width: int) -> str:

@@ -66,6 +66,7 @@ def sample_row(line: dict[str, Any], task: str) -> dict[str, Any]:
         "input_tokens": usage.get("input_tokens"),
         "output_tokens": usage.get("output_tokens"),
         "total_tokens": usage.get("total_tokens"),
+        "cost": usage.get("cost"),
         "time": line.get("time"),
         "retries": line.get("retries"),
         "cache": line.get("cache"),

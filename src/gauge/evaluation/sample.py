@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -44,6 +45,8 @@ class SampleStats:
     cache: str | None = None
     """"hit" when any call was answered from the response cache, "miss" when none was."""
     usage: ModelUsage | None = None
+    unmetered: bool = False
+    """A call was sent and charged but reported no usage: the sample's cost is unknown."""
 
 
 _stats: ContextVar[SampleStats | None] = ContextVar("gauge_sample_stats", default=None)
@@ -81,9 +84,14 @@ def make_generate(model: Model, run_config: GenerateConfig) -> Generate:
         if stats is not None:
             if output.metadata and (hit := output.metadata.get("cache")) in ("hit", "miss"):
                 stats.cache = "hit" if "hit" in (hit, stats.cache) else "miss"
-            if output.usage is not None:
+            cached = output.metadata is not None and output.metadata.get("cache") == "hit"
+            if (spent := output.usage) is not None:
+                if cached:  # spend is what the provider charges: a cache hit costs nothing now
+                    spent = spent.model_copy(update={"cost": Decimal(0)})
                 usage = stats.usage
-                stats.usage = output.usage if usage is None else usage + output.usage
+                stats.usage = spent if usage is None else usage + spent
+            elif not cached and output.error is None:
+                stats.unmetered = True
         return state
 
     return generate
@@ -97,9 +105,9 @@ def _input_json(value: str | list[ChatMessage]) -> Any:
     )
 
 
-def _usage_dict(usage: ModelUsage) -> dict[str, int]:
+def _usage_dict(usage: ModelUsage) -> dict[str, Any]:
     # Hand-built: model_dump costs more than the rest of the journal line.
-    out = {
+    out: dict[str, Any] = {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
@@ -107,6 +115,9 @@ def _usage_dict(usage: ModelUsage) -> dict[str, int]:
     for name in ("input_tokens_cache_write", "input_tokens_cache_read", "reasoning_tokens"):
         if (value := getattr(usage, name)) is not None:
             out[name] = value
+    # USD spent (docs/cost.md); absent when unknown. A float keeps the Decimal's digits.
+    if usage.cost is not None:
+        out["cost"] = float(usage.cost)
     return out
 
 
@@ -191,6 +202,7 @@ async def run_sample(
     counters.retries += retries
     if usage is not None:
         counters.tokens += usage.total_tokens
+    counters.spend.add((sample.id, epoch), usage, stats.unmetered)
     if stats.cache == "hit":
         counters.cache_hits += 1
     if error is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gauge.errors import UnsupportedConfig, UnsupportedFeature
@@ -15,12 +16,14 @@ from gauge.model.api import ModelAPI
 from gauge.model.cache.policy import CachePolicy
 from gauge.model.cache.stage import cache_config, is_hit
 from gauge.model.config import ADVISORY_FIELDS, PROVIDER_FIELDS, GenerateConfig, as_config
+from gauge.model.cost import Price, cost_of, find_price
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, ModelUsage
 from gauge.model.prepare import as_messages, prepare_messages, resolve_tools
 from gauge.model.retry import RetryPolicy
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.scoring.run import Scorer, as_requests
+from gauge.model.tool_functions import as_tool_infos, check_tools
 from gauge.model.tools import ToolChoice, ToolInfo
 
 if TYPE_CHECKING:
@@ -80,7 +83,7 @@ class Model:
     async def generate(
         self,
         input: str | list[ChatMessage],
-        tools: list[ToolInfo] | None = None,
+        tools: Sequence[ToolInfo | Callable[..., Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         config: GenerateConfig | dict[str, Any] | None = None,
         cache: bool | str | CachePolicy | None = None,
@@ -89,17 +92,19 @@ class Model:
 
         `cache`: True, an expiry such as "1D", or a CachePolicy reuses stored
         responses; False turns the cache off; None follows `config.cache`.
+        `tools`: ToolInfo objects, or Python functions with a docstring (described
+        by gauge.model.tool_functions.tool_info).
         """
         request = self._request(input, tools, tool_choice, self._with_cache(config, cache))
         output = await self._call(request)
         if output.usage is not None and not is_hit(output):
-            self._account(output.usage)
+            self._account(output.usage, _from_batch(output))
         return output
 
     async def stream(
         self,
         input: str | list[ChatMessage],
-        tools: list[ToolInfo] | None = None,
+        tools: Sequence[ToolInfo | Callable[..., Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         config: GenerateConfig | dict[str, Any] | None = None,
         cache: bool | str | CachePolicy | None = None,
@@ -130,7 +135,7 @@ class Model:
 
     def _stream_ended(self, output: ModelOutput | None, error: BaseException | None) -> None:
         if output is not None and output.usage is not None:
-            self._account(output.usage)
+            self._account(output.usage, _from_batch(output))
 
     async def loglikelihood(
         self,
@@ -209,7 +214,7 @@ class Model:
     def _request(
         self,
         input: str | list[ChatMessage],
-        tools: list[ToolInfo] | None,
+        tools: Sequence[ToolInfo | Callable[..., Any]] | None,
         tool_choice: ToolChoice | None,
         config: GenerateConfig | dict[str, Any] | None,
     ) -> pipeline.ModelRequest:
@@ -217,7 +222,9 @@ class Model:
         cfg = self.config.merge(call_config) if call_config is not None else self.config
         cfg = self._check_supported(cfg)
         messages = prepare_messages(as_messages(input), self.api, cfg)
-        tool_list, choice = resolve_tools(messages, list(tools or ()), tool_choice, self.api)
+        given = as_tool_infos(tools) if tools else []
+        check_tools(given, tool_choice)
+        tool_list, choice = resolve_tools(messages, given, tool_choice, self.api)
         return pipeline.ModelRequest(messages, tool_list, choice, cfg)
 
     def _check_supported(self, config: GenerateConfig) -> GenerateConfig:
@@ -259,7 +266,19 @@ class Model:
     def _clock(self) -> float:
         return time.monotonic() + self._skew
 
-    def _account(self, usage: ModelUsage) -> None:
+    @functools.cached_property
+    def price(self) -> Price | None:
+        """This model's price (gauge.model.cost), looked up once; None: unknown.
+
+        An Azure OpenAI deployment is priced under `azure/<deployment>`."""
+        provider = "azure" if getattr(self.api, "azure", False) is True else self.api.name
+        return find_price(provider, self.api.model_name) or find_price(
+            provider, self.api.spec_name()
+        )
+
+    def _account(self, usage: ModelUsage, batch: bool = False) -> None:
+        if usage.cost is None and not usage.empty:
+            usage.cost = cost_of(usage, self.price, batch)
         self.usage = self.usage + usage
         name = self.name
         total = _usage_by_model.get(name)
@@ -332,6 +351,11 @@ _SUMMED = (
     "tokens",
     "tokens_per_minute",
 )
+
+
+def _from_batch(output: ModelOutput) -> bool:
+    """Whether `output` came from a provider batch job (priced at the batch multiplier)."""
+    return bool(output.metadata and output.metadata.get("batch"))
 
 
 def _asks(value: object) -> bool:

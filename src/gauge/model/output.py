@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 from gauge.model._build import trusted
 from gauge.model.content import Content, ContentText
@@ -19,6 +21,10 @@ StopReason = Literal[
 """Why generation stopped, normalised across providers."""
 
 
+USD = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+"""An exact amount of US dollars; a JSON number (a float's shortest form keeps its digits)."""
+
+
 class ModelUsage(BaseModel):
     """Token usage of one or more calls; `a + b` adds field by field."""
 
@@ -28,6 +34,10 @@ class ModelUsage(BaseModel):
     input_tokens_cache_write: int | None = None
     input_tokens_cache_read: int | None = None
     reasoning_tokens: int | None = None
+    cost: USD | None = None
+    """USD spent (gauge.model.cost); None is unknown, never 0. A sum is unknown when
+    any part that had tokens is: a total never leaves out what it could not price.
+    JSON holds it as a number with the Decimal's digits (they read back exactly)."""
 
     def __add__(self, other: ModelUsage) -> ModelUsage:
         def opt(a: int | None, b: int | None) -> int | None:
@@ -48,8 +58,23 @@ class ModelUsage(BaseModel):
                     self.input_tokens_cache_read, other.input_tokens_cache_read
                 ),
                 "reasoning_tokens": opt(self.reasoning_tokens, other.reasoning_tokens),
+                "cost": _add_cost(self, other),
             },
         )
+
+    @property
+    def empty(self) -> bool:
+        """No tokens at all (the start of a sum)."""
+        return not (self.total_tokens or self.input_tokens or self.output_tokens)
+
+
+def _add_cost(a: ModelUsage, b: ModelUsage) -> Decimal | None:
+    if a.cost is not None and b.cost is not None:
+        return a.cost + b.cost
+    # An unknown part with tokens makes the sum unknown; an empty one adds nothing.
+    if (a.cost is None and not a.empty) or (b.cost is None and not b.empty):
+        return None
+    return a.cost if a.cost is not None else b.cost
 
 
 class TopLogprob(BaseModel):
@@ -97,6 +122,9 @@ class ModelOutput(BaseModel):
     headers: Any = Field(default=None, exclude=True, repr=False)
     """The response headers of the successful attempt, where the provider has them
     (never serialised: not cached, not logged). Rate control learns limits from them."""
+    call: Any = Field(default=None, exclude=True, repr=False)
+    """The provider's raw request and response (a gauge.model.call.ModelCall) when its
+    `generate` returned `(output, ModelCall)`; never serialised, like `headers`."""
 
     @property
     def message(self) -> ChatMessageAssistant:
@@ -150,11 +178,17 @@ class ModelOutput(BaseModel):
         tool_name: str,
         tool_arguments: dict[str, Any],
         tool_call_id: str | None = None,
-        content: str = "",
+        content: str | None = None,
     ) -> ModelOutput:
-        """An output whose one choice calls `tool_name` with `tool_arguments`."""
+        """An output whose one choice calls `tool_name` with `tool_arguments`.
+
+        The id defaults to a new random one (`call_<32 hex>`), so two calls never
+        share an id; the text defaults to "tool call for tool <tool_name>" (as Inspect AI).
+        """
+        if content is None:
+            content = f"tool call for tool {tool_name}"
         call = ToolCall(
-            id=tool_call_id or f"call_{tool_name}",
+            id=tool_call_id or f"call_{uuid.uuid4().hex}",
             function=tool_name,
             arguments=tool_arguments,
         )
