@@ -1,4 +1,4 @@
-"""`gauge view LOG...`: write one static HTML report (opens offline) from eval journals."""
+"""`gauge view LOG...`: the journals as one self-contained HTML viewer, or served live."""
 
 from __future__ import annotations
 
@@ -16,13 +16,35 @@ import click
     show_default=True,
     envvar="GAUGE_VIEW_OUTPUT",
     type=click.Path(dir_okay=False),
-    help="Where to write the HTML report.",
+    help="Where to write the HTML viewer (one file; opens offline).",
 )
-def view_command(logs: tuple[str, ...], output: str) -> None:
-    """Write an HTML report of LOGS (journal files, or directories of them)."""
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Serve LOGS (one folder) on 127.0.0.1 instead; the page refreshes as runs write.",
+)
+@click.option(
+    "--port",
+    default=7575,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port for --serve (0: any free port).",
+)
+def view_command(logs: tuple[str, ...], output: str, serve: bool, port: int) -> None:
+    """Write an HTML viewer of LOGS (journal files, or directories of them)."""
     from gauge.errors import ConfigError
-    from gauge.evaluation.report import build_report
-    from gauge.evaluation.rows import read_log
+
+    if serve:
+        from gauge.view.server import serve_folder
+
+        if len(logs) != 1 or not Path(logs[0]).is_dir():
+            raise ConfigError("--serve takes one log folder (e.g. gauge view --serve logs/)")
+        serve_folder(Path(logs[0]), port, say=click.echo)
+        return
+
+    from gauge.view.costs import total_cost
+    from gauge.view.data import journal_paths, load_runs
+    from gauge.view.page import build_page
 
     folder = Path(output).parent
     if not folder.is_dir():  # said before the journals are read, not after
@@ -32,15 +54,9 @@ def view_command(logs: tuple[str, ...], output: str) -> None:
             f"cannot write {output}: the folder {folder} does not exist; "
             f"create it (mkdir -p {folder}) or give another -o"
         )
-    paths: list[Path] = []
-    for item in logs:
-        path = Path(item)
-        paths.extend(sorted(path.glob("*.jsonl")) if path.is_dir() else [path])
-    if not paths:
-        raise ConfigError("no .jsonl journals found in the given directories; pass journal files")
-    report = build_report([read_log(p) for p in paths])
+    runs = load_runs(journal_paths(logs))
     try:
-        Path(output).write_text(report, encoding="utf-8")
+        Path(output).write_text(build_page(runs), encoding="utf-8")
     except OSError as ex:
         raise ConfigError(f"cannot write {output}: {ex.strerror}; give another -o") from None
-    click.echo(f"report: {output} ({len(paths)} run(s))")
+    click.echo(f"report: {output} ({len(runs)} run(s), {total_cost([r.log for r in runs])})")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gauge.evaluation.journal_schema import SCHEMA_VERSION
 from gauge.evaluation.redact import Redactor
 from gauge.evaluation.settings import Settings, settings_record
 from gauge.evaluation.task import Task
@@ -63,7 +64,7 @@ def journal_header(
     header: dict[str, Any] = redactor.collect(
         {
             "type": "header",
-            "version": 1,
+            "schema_version": SCHEMA_VERSION,  # docs/journal.md: versioning
             "created": datetime.now(UTC).isoformat(),
             "task": {
                 "name": task.name,
