@@ -55,10 +55,10 @@ MALFORMED: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
     ("missing model", "POST", CHAT, json.dumps({"messages": MESSAGES}).encode(), AUTH, 400),
     ("missing prompt", "POST", COMPLETIONS, json.dumps({"model": MODEL}).encode(), AUTH, 400),
     (
-        "messages is a string",
+        "messages is a number",  # a string is valid: the prompt itself (vLLM's first chat API)
         "POST",
         CHAT,
-        json.dumps({"model": MODEL, "messages": "hi"}).encode(),
+        json.dumps({"model": MODEL, "messages": 7}).encode(),
         AUTH,
         400,
     ),

@@ -130,13 +130,17 @@ def _cli(command: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
 
 
 def _library(expression: str) -> str:
-    from gauge import get_model
+    from gauge import get_model, model_from_config
     from gauge.dataset import csv_dataset, json_dataset
     from gauge.model.config import GenerateConfig
+    from gauge.model.sync_models import DummyModel, OpenAIModel
 
     names = {
         "GenerateConfig": GenerateConfig,
         "get_model": get_model,
+        "model_from_config": model_from_config,
+        "OpenAIModel": OpenAIModel,
+        "DummyModel": DummyModel,
         "json_dataset": json_dataset,
         "csv_dataset": csv_dataset,
         "ask": ask,

@@ -26,6 +26,7 @@ GAUGE_ALL = [
     "eval_async",
     "get_model",
     "model_from_config",
+    "read_logs",
     "task",
 ]
 
@@ -50,6 +51,7 @@ MODEL_ALL = [
     "Logprobs",
     "Model",
     "ModelAPI",
+    "ModelCall",
     "ModelOutput",
     "ModelUsage",
     "ResponseSchema",

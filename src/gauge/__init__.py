@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "task": "gauge.evaluation.task",
     "eval": "gauge.evaluation.runner",
     "eval_async": "gauge.evaluation.runner",
+    "read_logs": "gauge.evaluation.logs",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -47,6 +48,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from gauge.errors import GaugeError
+    from gauge.evaluation.logs import read_logs
     from gauge.evaluation.runner import eval, eval_async
     from gauge.evaluation.task import Task, task
     from gauge.model.config import GenerateConfig

@@ -36,6 +36,9 @@ class OpenMockAPI(MockAPI):
     """The mock, taking any model arg (as OpenAI-compatible providers do, into the body)."""
 
     model_args_go_to = "nowhere (a test provider)"
+    # It reads these credentials itself (as hf reads `token`), so get_model keeps them as
+    # model args; a credential a provider does not read is refused (credentials.py).
+    model_arg_names = (MockAPI.model_arg_names or frozenset()) | {"secret_arg", "hf_token"}
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ def test_models_table(cli_provider: None) -> None:
     assert lines[start + 2].strip() == "can: chat"
     assert lines[start + 3].strip() == "honours: seed, temperature"
     hf_line = lines.index("hf/  extra=hf  installed")
-    assert lines[hf_line + 2].strip() == "can: chat, loglikelihood"
+    assert lines[hf_line + 2].strip() == "can: chat, streaming, loglikelihood"
     mock_line = lines.index("mock/  extra=-  installed")
     assert "(optional)" in lines[mock_line + 1]
     assert any(line.startswith("clibroken/") and "failed to load" in line for line in lines)

@@ -302,8 +302,12 @@ def test_for_tool_call() -> None:
     output = ModelOutput.for_tool_call("mock/x", "add", {"a": 1, "b": 2})
     assert output.stop_reason == "tool_calls"
     calls = output.message.tool_calls
-    assert calls == [ToolCall(id="call_add", function="add", arguments={"a": 1, "b": 2})]
-    assert output.completion == ""
+    assert calls is not None and len(calls) == 1
+    assert (calls[0].function, calls[0].arguments) == ("add", {"a": 1, "b": 2})
+    assert calls[0].id.startswith("call_") and len(calls[0].id) == 37
+    again = ModelOutput.for_tool_call("mock/x", "add", {"a": 1, "b": 2}).message.tool_calls
+    assert again is not None and again[0].id != calls[0].id  # default ids are unique
+    assert output.completion == "tool call for tool add"
     named = ModelOutput.for_tool_call("m", "f", {}, tool_call_id="xyz", content="calling f")
     assert named.message.tool_calls is not None and named.message.tool_calls[0].id == "xyz"
     assert named.completion == "calling f"

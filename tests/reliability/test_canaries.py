@@ -2,8 +2,9 @@
 
 Each `gauge eval` runs as its own process against the mock server on 127.0.0.1,
 with the response cache on. Canaries sit in API-key env vars (OPENAI_API_KEY and
-a service key), a .env file, `-M api_key=`, a `-M` argument sent in the body,
-extra headers (--extra-headers and a --model-config file) and URL credentials.
+a service key), a .env file, `-M api_key=`, a credential `-M` argument that is
+not the key (refused before any request: it never reaches a body), extra
+headers (--extra-headers and a --model-config file) and URL credentials.
 Runs take the success path (200) and failure paths (401 and 500 answers that
 echo the secrets back, as careless servers do). Afterwards the journals, the
 HTML report, the cache database (with its WAL), `gauge cache list/size` and every
@@ -142,7 +143,7 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
         received[name] = [r.headers for r in server.requests]
         bodies[name] = [r.body for r in server.requests]
 
-    # A: success; key from OPENAI_API_KEY, an extra header, a -M argument sent in the body.
+    # A: success; key from OPENAI_API_KEY and an extra header.
     server = await serve("A")
     runs.append(
         await gauge(
@@ -152,8 +153,6 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
                 root,
                 "-m",
                 "openai/mock-model",
-                "-M",
-                f"client_secret={CANARY['m_body_arg']}",
                 "--extra-headers",
                 json.dumps({"X-Api-Key": CANARY["extra_header"], "X-Trace": "t1"}),
             ),
@@ -243,9 +242,7 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
     # (An API key and URL credentials cannot be combined: aiohttp refuses; see the report.)
     server = await serve("F")
     url_f = server.url.replace("http://", f"http://user:{password}@")
-    secrets_echo = " ".join(
-        [CANARY["extra_header"], CANARY["m_body_arg"], url_f, f"Authorization: Basic {basic}"]
-    )
+    secrets_echo = " ".join([CANARY["extra_header"], url_f, f"Authorization: Basic {basic}"])
     for _ in range(2):
         server.script(status=500, json={"error": {"message": f"failed for {secrets_echo}"}})
     runs.append(
@@ -256,8 +253,6 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
                 root,
                 "-m",
                 "openai-api/mock/m",
-                "-M",
-                f"client_secret={CANARY['m_body_arg']}",
                 "--extra-headers",
                 json.dumps({"X-Api-Key": CANARY["extra_header"]}),
                 "--model-base-url",
@@ -278,6 +273,20 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
     runs.append(await gauge(root, root, ["cache", "list"], gauge_env(root)))
     runs.append(await gauge(root, root, ["cache", "size"], gauge_env(root)))
 
+    # G: refused; a credential given as -M that is not the key never reaches a request
+    # body: the run stops before any request, and its error does not print the value.
+    server = await serve("G")
+    g_args = ["-m", "openai/mock-model", "-M", f"client_secret={CANARY['m_body_arg']}"]
+    runs.append(
+        await gauge(
+            root,
+            root / "g",
+            eval_args(root, *g_args, "--model-base-url", server.url),
+            gauge_env(root, OPENAI_API_KEY=CANARY["env"]),
+        )
+    )
+    await finish("G", server)
+
     # -- the canaries reached the server -------------------------------------------------------
     successes = [r.code for r in runs[:5]]
     assert successes == [0, 0, 0, 0, 0], [(r.args, r.err.decode()) for r in runs[:5]]
@@ -287,7 +296,9 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
     assert b"mock-model" in runs[8].out  # the cache listing names the models it holds
     assert all(h["authorization"] == f"Bearer {CANARY['env']}" for h in received["A"])
     assert all(h["x-api-key"] == CANARY["extra_header"] for h in received["A"])
-    assert all(b["client_secret"] == CANARY["m_body_arg"] for b in bodies["A"])  # type: ignore[index]
+    assert runs[10].code == 2 and received["G"] == []
+    assert b"-M client_secret is a credential provider 'openai' does not read" in runs[10].err
+    assert not any("client_secret" in b for b in bodies["A"])  # type: ignore[operator]
     assert all(h["authorization"] == f"Bearer {CANARY['service_env']}" for h in received["B"])
     assert all(h["x-auth-token"] == CANARY["config_header"] for h in received["B"])
     assert all(h["authorization"] == f"Bearer {CANARY['dotenv']}" for h in received["C"])
@@ -324,4 +335,4 @@ async def test_canaries_reach_the_server_and_nothing_else(place: Path) -> None:
     assert b"0/2 (2 err)" in runs[5].out
     assert b"HTTP 500" in runs[6].out + runs[6].err
     assert b"HTTP 401: Incorrect API key provided: ********" in b"".join(places.values())
-    assert b"failed for ******** ********" in runs[6].err
+    assert b"failed for ******** http://********@" in runs[6].err

@@ -37,7 +37,7 @@ def test_environment_values_and_flags_override_them() -> None:
     assert s.max_model_len == 4096  # the flag wins
     assert s.enforce_eager is True and s.trust_remote_code is False
     assert s.gpu_memory_utilization == 0.8
-    assert s.max_concurrency == 256
+    assert s.max_concurrency == 300  # worker-vllm's default
     assert "MAX_CONCURRENCY" not in s.set_vars and "MAX_MODEL_LEN" in s.set_vars
 
 
@@ -88,6 +88,7 @@ def test_vllm_engine_args_from_settings() -> None:
         "quantization": "awq",
         "tensor_parallel_size": 2,
         "download_dir": "/runpod-volume",
+        "seed": 0,  # worker-vllm's SEED default
         "max_seq_len_to_capture": 8192,
     }
 

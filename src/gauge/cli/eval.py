@@ -8,44 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import typing
 from pathlib import Path
 from typing import Any
 
 import click
 
+from gauge.cli.config_flags import build_config, config_options
 from gauge.errors import ConfigError, one_line
-
-# Flags with their own spelling below; every other GenerateConfig field gets --field-name.
-_OWN_FLAGS = {"max_connections", "max_retries", "timeout", "cache"}
-
-_HELP = {
-    "attempt_timeout": "Seconds for one attempt; a slower one is cancelled and retried.",
-    "system_message": "System message inserted before the conversation.",
-    "max_tool_output": "Bytes of tool output kept.",
-    "drop_unsupported": "Drop (with a warning) settings the provider cannot honour.",
-    "max_tokens": "Most tokens to generate.",
-    "top_p": "Nucleus sampling mass (0-1].",
-    "temperature": "Sampling temperature (0-2).",
-    "stop_seqs": "Stop sequence (repeatable).",
-    "best_of": "Generate N server-side and return the best.",
-    "frequency_penalty": "Penalty for frequent tokens (-2..2).",
-    "presence_penalty": "Penalty for tokens already present (-2..2).",
-    "logit_bias": "Token id -> bias, as JSON: '{\"50256\": -100}'.",
-    "seed": "Random seed, for providers that take one.",
-    "top_k": "Sample from the K most likely tokens.",
-    "num_choices": "Completions per request.",
-    "logprobs": "Return log probabilities of the output tokens.",
-    "top_logprobs": "Alternatives per token with logprobs (0-20).",
-    "parallel_tool_calls": "Allow several tool calls in one turn.",
-    "internal_tools": "Map tools onto the provider's built-in tools.",
-    "cache_prompt": "Provider-side prompt caching: auto, true or false.",
-    "reasoning_effort": "Reasoning effort for reasoning models.",
-    "reasoning_history": "Which earlier reasoning to send back.",
-    "response_schema": 'Structured output, as JSON: \'{"name": ..., "json_schema": {...}}\'.',
-    "extra_headers": 'Extra HTTP headers, as JSON: \'{"X-Team": "evals"}\'.',
-    "extra_body": "Extra request body fields, as JSON.",
-}
 
 
 class EvalCommand(click.Command):
@@ -60,139 +29,6 @@ class EvalCommand(click.Command):
         except click.UsageError as ex:
             # One line saying what is wrong, like every other gauge error.
             raise ConfigError(f"{ex.format_message()} (see gauge eval --help)") from None
-
-
-def _env(name: str) -> str:
-    return "GAUGE_" + name.upper().replace("-", "_")
-
-
-def _config_options() -> list[click.Option]:
-    """One option per GenerateConfig field (bool fields get --x/--no-x)."""
-    from gauge.model.config import GenerateConfig
-
-    options = []
-    for name, info in GenerateConfig.model_fields.items():
-        if name in _OWN_FLAGS:
-            continue
-        flag = "--" + name.replace("_", "-")
-        help_text = _HELP.get(name) or info.description or name.replace("_", " ")
-        kinds = _kinds(info.annotation)
-        if kinds == {bool}:
-            options.append(
-                click.Option(
-                    [f"{flag}/--no-{flag[2:]}", name],
-                    default=None,
-                    envvar=_env(name),
-                    help=help_text,
-                )
-            )
-        elif list in kinds:
-            options.append(
-                click.Option(
-                    [flag, name],
-                    multiple=True,
-                    envvar=_env(name),
-                    help=help_text,
-                )
-            )
-        else:
-            literal = _literal(info.annotation)
-            options.append(
-                click.Option(
-                    [flag, name],
-                    type=click.Choice(literal) if literal else str,
-                    metavar=None if literal else _metavar(kinds),
-                    envvar=_env(name),
-                    help=help_text,
-                )
-            )
-    return options
-
-
-def _metavar(kinds: set[type]) -> str:
-    """What --help shows a value as (parsed later as YAML, then validated by GenerateConfig)."""
-    if kinds == {int}:
-        return "INTEGER"
-    if kinds <= {int, float}:
-        return "FLOAT"
-    if kinds == {str}:
-        return "TEXT"
-    if bool in kinds:
-        return "auto|true|false"
-    return "JSON"
-
-
-def _kinds(annotation: Any) -> set[type]:
-    out: set[type] = set()
-    for arg in typing.get_args(annotation) or (annotation,):
-        origin = typing.get_origin(arg) or arg
-        if origin is type(None):
-            continue
-        out.add(origin if isinstance(origin, type) else object)
-    return out
-
-
-def _literal(annotation: Any) -> list[str] | None:
-    values: list[str] = []
-    for arg in typing.get_args(annotation) or (annotation,):
-        if typing.get_origin(arg) is typing.Literal:
-            values.extend(str(v) for v in typing.get_args(arg))
-        elif arg is not type(None):
-            return None
-    return values or None
-
-
-def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
-    from gauge.evaluation.task import parse_value
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} {pair!r} must be name=value")
-        out[key.strip()] = parse_value(raw)
-    return out
-
-
-def _config_values(params: dict[str, Any]) -> dict[str, Any]:
-    import yaml
-
-    from gauge.model.config import GenerateConfig
-
-    values: dict[str, Any] = {}
-    for name in GenerateConfig.model_fields:
-        if name in _OWN_FLAGS:
-            continue
-        value = params.get(name)
-        if value is None or value == ():
-            continue
-        if isinstance(value, str) and name not in ("system_message",):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                flag = f"--{name.replace('_', '-')}"
-                raise ConfigError(
-                    f"{flag} {value!r} is not valid YAML/JSON; see gauge eval --help for its form"
-                ) from None
-        values[name] = list(value) if isinstance(value, tuple) else value
-    return values
-
-
-def _build_config(params: dict[str, Any]) -> Any:
-    from gauge.model.config import GenerateConfig
-
-    values = _config_values(params)
-    for name in ("max_connections", "max_retries", "timeout"):
-        if params.get(name) is not None:
-            values[name] = params[name]
-    if params.get("cache") is not None:
-        from gauge.model.cache.policy import parse_cache_flag
-
-        values["cache"] = parse_cache_flag(params["cache"])
-    try:
-        return GenerateConfig(**values)
-    except ValueError as ex:
-        raise ConfigError(f"bad generation flag: {one_line(ex)}") from None
 
 
 def _model_file(
@@ -216,6 +52,8 @@ def _model_file(
     if not isinstance(data, dict):
         raise ConfigError(f"--model-config {path} must be a mapping of settings")
     data = dict(data)
+    if isinstance(data.get("model"), dict):
+        data = _typed_block(path, data["model"])
     model = data.pop("model", None)
     base_url = data.pop("base_url", None)
     config = dict(data.pop("config", None) or {})
@@ -224,6 +62,20 @@ def _model_file(
     for key, value in data.items():
         (config if key in GenerateConfig.model_fields else loose)[key] = value
     return model, config, args, base_url, loose
+
+
+def _typed_block(path: str, block: dict[str, Any]) -> dict[str, Any]:
+    """insideLLMs' `model: {type: openai, args: {model_name: gpt-4o, ...}}` as this file's keys
+    (the run file's other blocks are not the model's)."""
+    block = dict(block)
+    if "type" not in block:
+        return block  # model: {model: provider/name, ...}
+    provider = block.pop("type")
+    args = dict(block.pop("args", None) or {})
+    name = args.pop("model_name", None) or args.pop("model", None)
+    if not name:
+        raise ConfigError(f"--model-config {path}: the model block needs args: {{model_name: ...}}")
+    return {**block, **args, "model": f"{provider}/{name}"}
 
 
 _FILE_KEYS = ("model", "base_url", "api_key", "config", "args")
@@ -283,11 +135,22 @@ def _eval_options(f: Any) -> Any:
         ),
         click.option(
             "-M",
+            "--model-args",
+            "--model_args",
             "model_args",
             multiple=True,
             metavar="NAME=VALUE",
             envvar="GAUGE_MODEL_ARGS",
-            help="Model argument (repeatable).",
+            help="Model argument (repeatable): name=value, name:value, or 'a=1,b=2'.",
+        ),
+        click.option(
+            "--apply-chat-template",
+            "--apply_chat_template",
+            "apply_chat_template",
+            is_flag=True,
+            default=None,
+            envvar="GAUGE_APPLY_CHAT_TEMPLATE",
+            help="Completions endpoints: render prompts with the chat template (lm-eval's flag).",
         ),
         click.option(
             "--model-config",
@@ -366,6 +229,26 @@ def _eval_options(f: Any) -> Any:
             help="Sample errors tolerated before stopping.",
         ),
         click.option(
+            "--cost-limit",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="USD",
+            envvar="GAUGE_COST_LIMIT",
+            help="Stop starting samples before a run's spend would pass USD (resumable).",
+        ),
+        click.option(
+            "--model-cost-config",
+            type=click.Path(dir_okay=False),
+            envvar="GAUGE_MODEL_COST_CONFIG",
+            help="YAML/JSON file of model prices, over the shipped snapshot (docs/cost.md).",
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            default=False,
+            envvar="GAUGE_DRY_RUN",
+            help="Estimate tokens and cost per model; send nothing.",
+        ),
+        click.option(
             "--shared-state",
             metavar="URL",
             envvar="GAUGE_SHARED_STATE",
@@ -399,9 +282,11 @@ def _eval_options(f: Any) -> Any:
 @_eval_options
 def eval_command(**params: Any) -> None:
     """Run TASK (path.py or path.py@name) on one or more models and print the results."""
+    from gauge.evaluation.batches import take_left_running
     from gauge.evaluation.runner import EvalError, take_interrupted
 
     take_interrupted()
+    take_left_running()  # (in process, a run before this one may have left some)
     try:
         results = asyncio.run(_run(params))
     except EvalError as ex:
@@ -411,8 +296,39 @@ def eval_command(**params: Any) -> None:
     except KeyboardInterrupt:  # Ctrl-C: say where the journal is and how to go on
         for path in take_interrupted():
             click.echo(f"journal kept at {path}\nresume with: {_resume_command(path)}", err=True)
+        _left_batches(os.isatty(0))
         raise
-    _print_results(results)
+    if results:  # a --dry-run has none
+        _print_results(results)
+
+
+def _left_batches(interactive: bool) -> None:
+    """Ctrl-C with batch jobs in flight: leave them running (the default) or cancel them."""
+    from gauge.evaluation.batches import left_summary, take_left_running
+    from gauge.model.batch.cancel import cancel_jobs
+
+    left = take_left_running()
+    if not left:
+        return
+    what = left_summary(left)
+    later = " and ".join(_resume_command(entry.journal) for entry in left)
+    answer = "leave"
+    if interactive:
+        choice = click.Choice(["l", "leave", "c", "cancel"], case_sensitive=False)
+        question = f"leave {what} running (resume later with {later}) [L]eave/[c]ancel"
+        try:
+            answer = click.prompt(
+                question, "l", type=choice, show_default=False, show_choices=False, err=True
+            )
+        except click.Abort:  # a second Ctrl-C or end of input: the default
+            click.echo("", err=True)
+    if not answer.lower().startswith("c"):
+        click.echo(f"left {what} running; {later} re-attaches to them", err=True)
+        return
+    for entry in left:
+        answers = asyncio.run(cancel_jobs(entry.model, [job.job_id for job in entry.jobs]))
+        for job_id, error in answers.items():
+            click.echo(f"batch {job_id}: " + (error or "cancel requested"), err=True)
 
 
 def _resume_command(path: str) -> str:
@@ -421,7 +337,7 @@ def _resume_command(path: str) -> str:
     return f"gauge eval --resume {shlex.quote(path)}"
 
 
-eval_command.params.extend(_config_options())
+eval_command.params.extend(config_options())
 
 
 def _environment_help(params: list[click.Parameter]) -> str:
@@ -456,10 +372,16 @@ async def _run(params: dict[str, Any]) -> list[Any]:
     from gauge.evaluation.runner import eval_async
     from gauge.evaluation.task import TaskError, load_task, parse_task_args
     from gauge.model.config import GenerateConfig
+    from gauge.model.cost import clear_overrides, load_overrides
 
-    config = _build_config(params)
+    clear_overrides()  # each invocation prices with its own file only
+    if params["model_cost_config"]:  # prices first: every model built below uses them
+        load_overrides(params["model_cost_config"])
+    config = build_config(params)
     model_config: GenerateConfig | None = None
-    model_args = _key_values(params["model_args"], "-M")
+    from gauge.cli.model_args import parse_model_args
+
+    model_args = parse_model_args(params["model_args"])
     base_url = params["model_base_url"]
     models: list[Any] = [m.strip() for m in (params["model"] or "").split(",") if m.strip()]
     if params["model"] is not None and not models:
@@ -480,8 +402,10 @@ async def _run(params: dict[str, Any]) -> list[Any]:
             raise ConfigError(f"--model-config {params['model_config']}: {one_line(ex)}") from None
     # `-M num_concurrent=4 --max-connections 8` names one setting twice: refused here,
     # before a resume merges in what the journal recorded (eval_async checks it too).
+    from gauge.cli.model_args import lm_eval_names
     from gauge.model.lm_eval_args import check_conflicts
 
+    models, model_args = lm_eval_names(models, model_args, params.get("apply_chat_template"))
     check_conflicts(model_args, config)
     task_args = parse_task_args(params["task_args"])
     options: dict[str, Any] = {
@@ -491,6 +415,7 @@ async def _run(params: dict[str, Any]) -> list[Any]:
         "log_dir": params["log_dir"],
         "max_errors": params["max_errors"],
         "display": params["display"],
+        "cost_limit": params["cost_limit"],
     }
     resume: Any = params["resume"]
     if resume:
@@ -519,6 +444,15 @@ async def _run(params: dict[str, Any]) -> list[Any]:
         from gauge.evaluation.metrics import reducer
 
         task.epoch_reducer = reducer(params["epochs_reducer"])
+    if params["dry_run"]:
+        from gauge.evaluation.dry_run import dry_run
+
+        if resume:
+            raise ConfigError("--dry-run estimates a new run; leave out --resume")
+        limits = (options["limit"], options["epochs"])
+        args = (task, models or [None], config, model_config, base_url, model_args, *limits)
+        click.echo(await dry_run(*args))
+        return []
     return await eval_async(
         task,
         models or [None],
@@ -536,9 +470,10 @@ async def _run(params: dict[str, Any]) -> list[Any]:
 def _print_results(results: list[Any]) -> None:
     from rich.console import Console
 
-    from gauge.evaluation.results import results_table
+    from gauge.evaluation.results import results_table, total_cost
 
     console = Console()
     console.print(results_table(results, console.width))
+    click.echo(total_cost(results))
     for result in results:
         click.echo(f"journal: {result.journal}")

@@ -9,6 +9,7 @@ before a journal is written or a sample sent:
 - a local `hf/` model that is not on this machine (not the bundled model, not a
   directory, not in the Hugging Face cache), instead of retries against a hub;
 - a response cache directory that is a file;
+- `batch` on a provider without a batch endpoint;
 - a log directory that is a file or cannot be written;
 - on `--resume`, a setting that changes results given a different value than the
   journal recorded (`check_resume`).
@@ -58,6 +59,10 @@ def check_run(
                 from gauge.model.cache.api import check_cache_dir
 
                 check_cache_dir()
+            if resolved.batch:
+                from gauge.model.batch.stage import check_batch
+
+                check_batch(model.api)  # a provider without batch jobs: one line, now
     if log_dir is not None:
         check_log_dir(log_dir)
 

@@ -16,25 +16,15 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from gauge.model.credentials import is_secret_name
+
+__all__ = ["MASK", "Redactor", "is_secret_name"]
+
 MASK = "********"
-_SECRET_WORDS = frozenset(
-    {"auth", "authorization", "bearer", "cookie", "credential", "credentials", "passwd", "pwd"}
-)
-_SECRET_ENDINGS = ("key", "token", "secret", "password")
 _ENV_SECRET = re.compile(r"(_API_KEY|_KEY|_TOKEN|_SECRET|_PASSWORD)$|^(HF_TOKEN)$", re.I)
 _URL_CREDENTIALS = re.compile(rb"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@\"]+(?::[^/\s@\"]*)?@")
 _MIN_SECRET = 6
 """Shorter values are not replaced in free text: they would mangle ordinary words."""
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a field or header called `name` holds a secret.
-
-    Judged per word (`api_key`, `X-Auth-Token`, `hf_token`, `apikey`), so counts
-    such as `max_tokens` are not mistaken for secrets.
-    """
-    words = re.split(r"[^a-z0-9]+", name.lower())
-    return any(w in _SECRET_WORDS or w.endswith(_SECRET_ENDINGS) for w in words if w)
 
 
 class Redactor:

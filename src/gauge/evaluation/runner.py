@@ -20,6 +20,8 @@ from typing import Any
 
 from gauge.errors import ConfigError, GaugeError, one_line
 from gauge.evaluation import preflight
+from gauge.evaluation.batches import JournalLedger, journal_records
+from gauge.evaluation.cost_limit import cost_limit, prior_spend
 from gauge.evaluation.dataset import Sample
 from gauge.evaluation.header import journal_header, journal_path
 from gauge.evaluation.journal import Journal, JournalWriter, read_journal
@@ -29,7 +31,7 @@ from gauge.evaluation.results import Aggregator, EvalResult
 from gauge.evaluation.sample import instrument, make_generate, run_sample
 from gauge.evaluation.settings import resolve_settings, samples_in_flight, settings_record
 from gauge.evaluation.state import _active_model, _built_helpers, active_config
-from gauge.evaluation.task import TASK_ATTR, Task, TaskError, load_task
+from gauge.evaluation.task import Task, TaskError, as_task, tasks_for_model
 from gauge.model.config import GenerateConfig, as_config
 from gauge.model.lm_eval_args import check_conflicts, split_base_url
 from gauge.model.model import Model
@@ -80,6 +82,8 @@ class RunOptions:
     console: Any = None
     extra_header: dict[str, Any] | None = None
     """Recorded in the journal header's "eval" section, redacted."""
+    cost_limit: float | None = None
+    """USD: stop starting samples before the run's spend would pass it (cost_limit.py)."""
 
 
 _OPTION_NAMES = frozenset(f.name for f in fields(RunOptions))
@@ -138,6 +142,7 @@ async def run_task(
     }
     aggregator = Aggregator(scorer_metrics, task.epoch_reducer, epochs)
     done: set[tuple[Any, int]] = set()
+    journal: Journal | None = None
     if resume is not None:
         journal = resume if isinstance(resume, Journal) else read_journal(resume)
         path = journal.path
@@ -152,9 +157,13 @@ async def run_task(
     # Pairs are generated lazily: memory stays O(dataset), not O(samples x epochs).
     pairs = ((s, e) for e in range(1, epochs + 1) for s in samples if (s.id, e) not in done)
     pending = sum(1 for s in samples for e in range(1, epochs + 1) if (s.id, e) not in done)
-    counters = Counters(total=pending)
+    counters = Counters(total=pending, spend=prior_spend(journal))
+    # Refused here (a model without a price) before any journal line is written.
+    counters.spend.limit = cost_limit(model, settings.resolved, options.cost_limit)
     _learn_secrets(model, redactor)
     writer = JournalWriter(path, redactor, append=resume is not None)
+    # Batch jobs are journaled before waiting; a resume re-attaches to those recorded.
+    ledger = JournalLedger(writer, journal_records(journal) if journal else None, counters.batches)
     args = model.api.model_args if model_args is None else model_args
     if resume is None:
         writer.write(
@@ -168,6 +177,7 @@ async def run_task(
                     "epochs": epochs,
                     "max_errors": options.max_errors,
                     "samples_in_flight": width,
+                    "cost_limit": options.cost_limit,
                     **(options.extra_header or {}),
                 },
                 len(samples),
@@ -193,6 +203,7 @@ async def run_task(
     if display is not None:
         display.add(model.name, counters, model=model, task=task.name)
     undo = instrument(model, counters)
+    undo_batches = ledger.enter()  # the batch stage finds the ledger (and display) here
     token = _active_model.set(model)
     config_token = active_config.set(run_config)
     status, message = "success", None
@@ -207,6 +218,7 @@ async def run_task(
     except (asyncio.CancelledError, KeyboardInterrupt):
         status, message = "cancelled", "interrupted"
         _interrupted.append(str(path))  # the CLI says how to resume it
+        ledger.interrupted(str(path), model)  # the CLI asks: leave its batch jobs, or cancel
         raise
     except BaseException as ex:
         status, message = "error", f"{type(ex).__name__}: {one_line(ex)}"
@@ -215,6 +227,7 @@ async def run_task(
         _active_model.reset(token)
         active_config.reset(config_token)
         undo()
+        undo_batches()
         if own_display and display is not None:
             display.close()
         result = EvalResult(
@@ -229,6 +242,7 @@ async def run_task(
             tokens=counters.tokens,
             seconds=time.perf_counter() - started,
             message=message,
+            cost=counters.spend.total,
         )
         writer.write({"type": "summary", **result.as_dict(), "rate_control": model.rate_stats()})
         writer.close()
@@ -320,6 +334,13 @@ async def _run_pairs(
                 place.give_back()
                 return
             sample, epoch = pair
+            if why := counters.spend.admit(sample, epoch):
+                running[(sample.id, epoch)] = None  # not started: listed as not run
+                while counters.in_flight:  # those in flight finish: they are paid for
+                    await asyncio.sleep(0.05)
+                stop.append(why)
+                place.give_back()
+                return
             counters.in_flight += 1
             running[(sample.id, epoch)] = None
             token = backoff_lender.set(place)
@@ -408,18 +429,6 @@ TaskSpec = Task | str | Callable[[], Task]
 """A Task, a `path.py[@name]` string, or an @task function (called with no arguments)."""
 
 
-def _as_task(spec: Any) -> Task:
-    if isinstance(spec, Task):
-        return spec
-    if isinstance(spec, str):
-        return load_task(spec)
-    if callable(spec) and hasattr(spec, TASK_ATTR):
-        built = spec()
-        if isinstance(built, Task):
-            return built
-    raise TaskError(f"{spec!r} is not a task; give a Task, an @task function or 'path.py@name'")
-
-
 async def eval_async(
     tasks: TaskSpec | Sequence[TaskSpec],
     model: str | Model | Sequence[str | Model] | None = None,
@@ -458,7 +467,7 @@ async def eval_async(
     prepare(shared_state, shared_state_fallback)
 
     specs = list(tasks) if isinstance(tasks, list | tuple) else [tasks]
-    task_list = [_as_task(t) for t in specs]
+    task_list = [as_task(t) for t in specs]
     models: list[str | Model | None] = (
         list(model) if isinstance(model, list | tuple) else [model]  # type: ignore[list-item]
     )
@@ -494,8 +503,9 @@ async def eval_async(
             if any(item.name == other.name for other, _ in built):
                 raise EvalError(f"model {item.name} is listed twice; list each model once")
             built.append((item, isinstance(entry, Model)))
+        tasks_of = {item: tasks_for_model(task_list, item) for item, _ in built}
         try:
-            resume = _preflight(task_list, built, run_config, run_options, resume, model_args)
+            resume = _preflight(tasks_of, built, run_config, run_options, resume, model_args)
         except BaseException:
             for item, given in built:
                 if not given:
@@ -505,7 +515,7 @@ async def eval_async(
         async def run_model(item: Model, given: bool) -> list[EvalResult]:
             out = []
             try:
-                for task in task_list:
+                for task in tasks_of[item]:
                     out.append(
                         await run_task(
                             task,
@@ -545,7 +555,7 @@ async def eval_async(
 
 
 def _preflight(
-    tasks: list[Task],
+    tasks_of: dict[Model, list[Task]],
     built: list[tuple[Model, bool]],
     run_config: GenerateConfig,
     options: RunOptions,
@@ -560,15 +570,16 @@ def _preflight(
     def resolved(model: Model, task: Task) -> GenerateConfig:
         return resolve_settings(model.config, task.config, run_config).resolved
 
-    models = [model for model, _ in built]
     log_dir = options.log_dir if resume is None else None
-    preflight.check_run(tasks, models, resolved, options.epochs, log_dir)
+    for model, _ in built:
+        preflight.check_run(tasks_of[model], [model], resolved, options.epochs, log_dir)
     if resume is None:
         return None
     journal = resume if isinstance(resume, Journal) else read_journal(resume)
     model, given = built[0]
     args = model.api.model_args if given else model_args
-    preflight.check_resume(journal, tasks[0], model, resolved(model, tasks[0]), args)
+    task = tasks_of[model][0]
+    preflight.check_resume(journal, task, model, resolved(model, task), args)
     return journal
 
 

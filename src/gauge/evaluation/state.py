@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gauge.errors import ConfigError
+from gauge.model.active import active_model
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage, ChatMessageUser
 from gauge.model.model import Model
@@ -61,7 +62,7 @@ class TaskState:
         return self.output.completion if self.output is not None else ""
 
 
-_active_model: ContextVar[Model | None] = ContextVar("gauge_active_model", default=None)
+_active_model = active_model  # the model layer's, so get_model() sees it too
 active_config: ContextVar[GenerateConfig | None] = ContextVar("gauge_active_config", default=None)
 """The run's config (task < CLI) while a task runs, for solvers that call the model directly."""
 _built_helpers: ContextVar[set[Model] | None] = ContextVar("gauge_built_helpers", default=None)

@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gauge.errors import GaugeError, one_line
 from gauge.evaluation.dataset import Dataset, Sample, as_dataset
@@ -17,6 +17,9 @@ from gauge.evaluation.metrics import Metric, Reducer, reducer
 from gauge.evaluation.scorer import Scorer
 from gauge.evaluation.solver import Solver, chain, generate
 from gauge.model.config import GenerateConfig
+
+if TYPE_CHECKING:
+    from gauge.model.model import Model
 
 
 class TaskError(GaugeError, ValueError):
@@ -39,9 +42,14 @@ class Task:
         metrics: Sequence[Metric] | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
+        plan: Solver | Sequence[Solver] | None = None,
     ) -> None:
         if epochs < 1:
             raise TaskError(f"epochs must be >= 1, got {epochs}")
+        if plan is not None:  # Inspect AI's older name for the solvers
+            if solver is not None:
+                raise TaskError("give solver= or plan= (its older name), not both")
+            solver = plan
         self.dataset = as_dataset(dataset)
         solvers = [generate()] if solver is None else [solver] if callable(solver) else list(solver)
         self.solvers = solvers
@@ -97,6 +105,82 @@ def task(fn: F | None = None, *, name: str | None = None) -> Any:
     return decorate(fn) if fn is not None else decorate
 
 
+# -- task functions that take the model being evaluated (Inspect AI's `def f(model)`) --
+
+MODEL_PARAMETER = "model"
+
+
+def takes_model(factory: Callable[..., Any]) -> bool:
+    """Whether a task function has a `model` parameter."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return MODEL_PARAMETER in parameters
+
+
+class UnbuiltTask(TaskError, AttributeError):
+    """A TaskForModel's dataset, solvers or scorers were read before it was built."""
+
+
+class TaskForModel(Task):
+    """A task function taking `model`, with its other arguments; built per model.
+
+    Only `name`, `spec`, `args` and `epoch_reducer` (set to override the built
+    task's) are available before `build`.
+    """
+
+    def __init__(
+        self, factory: Callable[..., Any], args: dict[str, Any], name: str, spec: str | None
+    ) -> None:
+        # Not Task.__init__: there is no dataset until the model is known.
+        if MODEL_PARAMETER in args:
+            raise TaskError(
+                f"task {name} receives the model being evaluated as `model`; "
+                "do not pass model as a task argument (-T), choose it with --model"
+            )
+        self.factory = factory
+        self.args = dict(args)
+        self.name = name
+        self.named = True
+        self.spec = spec
+
+    def build(self, model: Model) -> Task:
+        """The Task for `model`: the function called with the args and `model=model`."""
+        try:
+            built = self.factory(**self.args, model=model)
+        except GaugeError:
+            raise
+        except Exception as ex:
+            raise TaskError(
+                f"task {self.name} failed to build for {model.name}: "
+                f"{type(ex).__name__}: {one_line(ex)}"
+            ) from ex
+        if not isinstance(built, Task):
+            raise TaskError(f"task {self.name} returned {type(built).__name__}, not a Task")
+        built.spec = self.spec
+        built.args = dict(self.args)
+        if not built.named:
+            built.name = self.name
+        if "epoch_reducer" in vars(self):  # set by --epochs-reducer on the deferred task
+            built.epoch_reducer = reducer(vars(self)["epoch_reducer"])
+        return built
+
+    def __getattr__(self, name: str) -> Any:
+        raise UnbuiltTask(
+            f"task {self.name} takes the model being evaluated, so its {name} is known "
+            "only once it is built for a model: run it with gauge.eval() or call build(model)"
+        )
+
+    def __repr__(self) -> str:
+        return f"TaskForModel({self.name!r})"
+
+
+def tasks_for_model(tasks: Sequence[Task], model: Model) -> list[Task]:
+    """`tasks` with every TaskForModel built for `model`."""
+    return [t.build(model) if isinstance(t, TaskForModel) else t for t in tasks]
+
+
 def parse_task_args(pairs: Iterable[str]) -> dict[str, Any]:
     """`["k=v", ...]` as a dict; values are read by `parse_value`."""
     args: dict[str, Any] = {}
@@ -131,7 +215,10 @@ def parse_value(raw: str) -> Any:
 
 
 def load_task(spec: str, args: dict[str, Any] | None = None) -> Task:
-    """The Task from `path.py` (its only @task) or `path.py@name`, built with `args`."""
+    """The Task from `path.py` (its only @task) or `path.py@name`, built with `args`.
+
+    A task function taking `model` gives a TaskForModel, built per model by the runner.
+    """
     path_text, _, name = spec.partition("@")
     path = Path(path_text)
     if path.suffix != ".py":
@@ -158,6 +245,8 @@ def load_task(spec: str, args: dict[str, Any] | None = None) -> Task:
     factory = found[name]
     args = args or {}
     _check_args(factory, args, name)
+    if takes_model(factory):  # built once per evaluated model, by the runner
+        return TaskForModel(factory, args, name, f"{path}@{name}")
     try:
         built: Task = factory(**args)
     except GaugeError:
@@ -167,6 +256,22 @@ def load_task(spec: str, args: dict[str, Any] | None = None) -> Task:
     built.spec = f"{path}@{name}"
     built.args = dict(args)
     return built
+
+
+def as_task(spec: Any) -> Task:
+    """A Task from a Task, a `path.py[@name]` string or an @task function (called with
+    no arguments; one taking `model` is held as a TaskForModel)."""
+    if isinstance(spec, Task):
+        return spec
+    if isinstance(spec, str):
+        return load_task(spec)
+    if callable(spec) and hasattr(spec, TASK_ATTR):
+        if takes_model(spec):  # built per model once the models are known
+            return TaskForModel(spec, {}, getattr(spec, TASK_ATTR), None)
+        built = spec()
+        if isinstance(built, Task):
+            return built
+    raise TaskError(f"{spec!r} is not a task; give a Task, an @task function or 'path.py@name'")
 
 
 _INSPECT_IMPORT = re.compile(

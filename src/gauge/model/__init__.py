@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "ResponseSchema": "config",
     # provider contract and registry
     "ModelAPI": "api",
+    "ModelCall": "call",
     "RetryDecision": "api",
     "Secret": "api",
     "modelapi": "registry",
@@ -77,6 +78,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from gauge.model.api import ModelAPI, RetryDecision, Secret
+    from gauge.model.call import ModelCall
     from gauge.model.config import GenerateConfig, ResponseSchema
     from gauge.model.content import (
         Content,

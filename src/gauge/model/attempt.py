@@ -20,6 +20,7 @@ from typing import Any
 
 from gauge.errors import ModelError, ModelTimeout
 from gauge.model.api import TRANSIENT, ModelAPI, RetryDecision
+from gauge.model.call import unwrap
 from gauge.model.messages import ChatMessageAssistant
 from gauge.model.output import ChatCompletionChoice, ModelOutput, ModelUsage, StreamInfo
 from gauge.model.request import Call, ModelRequest
@@ -83,9 +84,10 @@ def provider_call(api: ModelAPI) -> Call:
         target = request.target or api  # an endpoint pool's replica, or the one server
         operation = request.operation
         if operation == "generate":
-            return await target.generate(
+            result = await target.generate(
                 request.input, request.tools, request.tool_choice, request.config
             )
+            return unwrap(result, target.name)  # a provider may return (output, ModelCall)
         if operation == "stream":
             return await _open_stream(target, request)
         return await _score(target, request)

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gauge.model.batch.config import BatchConfig, batch_value
 from gauge.model.cache.policy import CachePolicy, config_value
+from gauge.model.config_values import logit_bias_value, reasoning_history_value
 
 
 class ResponseSchema(BaseModel):
@@ -59,13 +61,18 @@ class GenerateConfig(BaseModel):
     system_message: str | None = None
     """Inserted after any leading system messages."""
     max_tool_output: int | None = Field(default=None, ge=0)
-    """Bytes of tool output kept when tool results are sent back."""
+    """Bytes of each tool result kept when it is sent back (unset: 16 KiB; 0: no limit)."""
     drop_unsupported: bool | None = None
     """Drop (with a warning) fields the provider cannot honour instead of failing."""
     cache: bool | CachePolicy | None = None
     """Reuse stored responses: True (expiry 1W), an expiry such as "1D", or a CachePolicy."""
 
     _cache_value = field_validator("cache", mode="before")(config_value)
+    batch: bool | BatchConfig | None = None
+    """Send generate calls as provider batch jobs (about half price): True, a batch
+    size, or a BatchConfig (size, send_delay, tick, max_batches...); see docs/batch.md."""
+
+    _batch_value = field_validator("batch", mode="before")(batch_value)
 
     # -- sampling and output (mapped by each provider that honours them) --
     max_tokens: int | None = Field(default=None, ge=1)
@@ -76,7 +83,7 @@ class GenerateConfig(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[int, float] | None = None
-    """Token id -> bias in [-100, 100]."""
+    """Token id -> bias in [-100, 100]; the text form "42=10,43=-10" is accepted too."""
     seed: int | None = None
     top_k: int | None = Field(default=None, ge=1)
     num_choices: int | None = Field(default=None, ge=1)
@@ -89,10 +96,14 @@ class GenerateConfig(BaseModel):
     """Provider-side prompt caching (a cost hint: results do not change)."""
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     reasoning_history: Literal["none", "all", "last", "auto"] | None = None
-    """Which earlier reasoning to send back; auto = all when the provider replays it."""
+    """Which earlier reasoning to send back; auto = all when the provider replays it
+    (True means "all", False "none", as in Inspect AI)."""
     response_schema: ResponseSchema | None = None
     extra_headers: dict[str, str] | None = None
     extra_body: dict[str, Any] | None = None
+
+    _history_value = field_validator("reasoning_history", mode="before")(reasoning_history_value)
+    _bias_value = field_validator("logit_bias", mode="before")(logit_bias_value)
 
     @field_validator("logit_bias")
     @classmethod
@@ -103,8 +114,10 @@ class GenerateConfig(BaseModel):
                     raise ValueError(f"logit_bias for token {token} is {bias}; use -100..100")
         return value
 
-    def merge(self, other: GenerateConfig | None) -> GenerateConfig:
-        """A new config: this one overridden by every field `other` set."""
+    def merge(self, other: GenerateConfig | dict[str, Any] | None) -> GenerateConfig:
+        """A new config: this one overridden by every field `other` set (a dict is
+        validated first, as GenerateConfig(**other))."""
+        other = as_config(other)
         if other is None or not other.model_fields_set:
             return self
         if not self.model_fields_set:
@@ -144,6 +157,7 @@ PIPELINE_FIELDS = frozenset(
         # gauge filters the replayed reasoning itself (prepare.filter_reasoning)
         "reasoning_history",
         "cache",
+        "batch",
     }
 )
 """Fields gauge applies itself, for every provider."""

@@ -11,9 +11,16 @@ import orjson
 
 from gauge.errors import ConfigError, MissingAPIKey, ModelNameError, one_line
 from gauge.model import memo
+from gauge.model.active import active_model, evaluated_model
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig, as_config
-from gauge.model.lm_eval_args import check_model_args
+from gauge.model.credentials import normalise_model_args, split_credentials
+from gauge.model.lm_eval_args import (
+    check_model_args,
+    endpoint_base,
+    model_args_read,
+    model_from_args,
+)
 from gauge.model.lm_eval_args import resolve as resolve_lm_eval_args
 from gauge.model.model import Model
 from gauge.model.pool import split_urls
@@ -21,6 +28,10 @@ from gauge.model.registry import check_installed, provider_class
 from gauge.model.urls import check_base_url
 
 MODEL_ENV = "GAUGE_MODEL"
+MODEL_ENVS = (MODEL_ENV, "INSPECT_EVAL_MODEL")
+"""Where `get_model()` finds a model name when given none (Inspect AI's name second)."""
+MODEL_BASE_URL_ENVS = ("GAUGE_MODEL_BASE_URL", "INSPECT_EVAL_MODEL_BASE_URL")
+"""The base URL of that model, when its name came from the environment."""
 DEFAULT_MODEL = "hf/gauge-tiny"
 """The bundled local model: used when no model is named and GAUGE_MODEL is unset."""
 
@@ -38,19 +49,30 @@ def get_model(
 ) -> Model:
     """The Model for `provider/name` (the name part may contain slashes).
 
-    `model=None` reads GAUGE_MODEL, else uses the bundled `hf/gauge-tiny`. A
-    `.env` file found from the working directory upward is loaded first,
-    without overriding the environment.
+    `model=None` inside a running eval returns the model being evaluated;
+    elsewhere it reads GAUGE_MODEL (or Inspect AI's INSPECT_EVAL_MODEL), with
+    GAUGE_MODEL_BASE_URL (or INSPECT_EVAL_MODEL_BASE_URL) as its base URL, else
+    uses the bundled `hf/gauge-tiny`. A `.env` file found from the working
+    directory upward is loaded first, without overriding the environment.
     Base URL: argument > `<PROVIDER>_BASE_URL`; key: argument > `<PROVIDER>_API_KEY`.
     Several base URLs (a list, or comma-separated) make an endpoint pool: one
     model served by replicas, each request sent to the least busy (pool.py).
     Identical calls return the same Model unless `memoize=False`.
+    Model args: `-` reads as `_`; a credential becomes the key or is refused, never a
+    request field (credentials.py); lm-eval's `pretrained=` names the model.
     """
     if isinstance(model, Model):
         return model
+    if model is None and (active := active_model.get()) is not None:
+        return evaluated_model(active, config, base_url, api_key, model_args)
     load_dotenv()
+    model_args = normalise_model_args(model_args)
     if model is None:
-        model = os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        model = _first_env(MODEL_ENVS) or DEFAULT_MODEL
+        base_url = base_url or _first_env(MODEL_BASE_URL_ENVS)
+    if isinstance(model, str):
+        named, model_args = model_from_args(model, model_args)
+        model = named or model
     provider, model_name = parse_model_name(model)
     config = as_config(config) or GenerateConfig()
     key = None
@@ -66,17 +88,9 @@ def get_model(
     base_url, model_args, config = resolve_lm_eval_args(cls, base_url, model_args, config)
     base_url = base_url or _first_env(env_vars(cls, provider, "BASE_URL")) or cls.default_base_url
     urls = _replica_urls(base_url)
-    routed = cls.route(urls[0], model_args)
-    if routed is not cls:
-        if not routed.name:
-            routed.name = provider
-        check_installed(provider, routed)
-        cls = routed
-    check_model_args(cls, provider, model_args)  # an unknown -M name fails before building
-    api_key = api_key or _first_env(env_vars(cls, provider, "API_KEY"))
-    if cls.needs_api_key and not api_key:
-        names = " or ".join(env_vars(cls, provider, "API_KEY"))
-        raise MissingAPIKey(f"provider {provider!r} needs an API key: set {names} or pass api_key=")
+    cls = _routed(cls, provider, urls[0], model_args)
+    urls = [endpoint_base(cls, url) for url in urls]  # lm-eval's full-endpoint base_url
+    api_key, model_args = _key_and_args(cls, provider, api_key, model_args)
     replicas = [
         cls(model_name, base_url=url, api_key=api_key, config=config, **model_args) for url in urls
     ]
@@ -85,6 +99,34 @@ def get_model(
     if key is not None:
         memo.remember(key, result)
     return result
+
+
+def _routed(
+    cls: type[ModelAPI], provider: str, url: str | None, model_args: dict[str, Any]
+) -> type[ModelAPI]:
+    """The class serving this model under `provider` (ModelAPI.route), checked installed."""
+    routed = cls.route(url, model_args)
+    if routed is not cls:
+        if not routed.name:
+            routed.name = provider
+        check_installed(provider, routed)
+    return routed
+
+
+def _key_and_args(
+    cls: type[ModelAPI], provider: str, api_key: str | None, model_args: dict[str, Any]
+) -> tuple[str | None, dict[str, Any]]:
+    """(key, model args): credential-like args taken out, the args checked, the env key read."""
+    key_vars = env_vars(cls, provider, "API_KEY")
+    api_key, model_args = split_credentials(
+        model_args_read(cls), provider, api_key, model_args, key_vars
+    )
+    check_model_args(cls, provider, model_args)  # an unknown -M name fails before building
+    api_key = api_key or _first_env(key_vars)
+    if cls.needs_api_key and not api_key:
+        names = " or ".join(key_vars)
+        raise MissingAPIKey(f"provider {provider!r} needs an API key: set {names} or pass api_key=")
+    return api_key, model_args
 
 
 def _replica_urls(base_url: str | None) -> list[str | None]:
@@ -145,7 +187,8 @@ def load_dotenv(start: Path | None = None) -> Path | None:
 def model_from_config(spec: dict[str, Any] | str | Path) -> Model:
     """Build a Model from a dict or a YAML/JSON file.
 
-    Two shapes are accepted:
+    Two shapes are accepted, at the top level or nested in a `model:` block
+    (insideLLMs' run configs; the file's other keys are left to their readers):
       {type: openai, args: {model_name: gpt-4o, temperature: 0.7}}
       {model: openai/gpt-4o, temperature: 0.7, config: {...}, base_url: ..., <model args>}
     GenerateConfig fields go to the config; base_url, api_key and anything else
@@ -158,6 +201,8 @@ def model_from_config(spec: dict[str, Any] | str | Path) -> Model:
     if not isinstance(spec, dict):
         raise ConfigError(f"{source}: expected a mapping, got {type(spec).__name__}")
     spec = dict(spec)
+    if isinstance(spec.get("model"), dict):
+        spec = _nested_model(spec, source)
     if "type" in spec:
         provider = spec.pop("type")
         args = dict(spec.pop("args", None) or {})
@@ -186,6 +231,17 @@ def model_from_config(spec: dict[str, Any] | str | Path) -> Model:
         api_key=args.pop("api_key", None),
         **args,
     )
+
+
+def _nested_model(spec: dict[str, Any], source: str) -> dict[str, Any]:
+    """insideLLMs' run config: the model is the `model:` block; other keys are the run's."""
+    block = dict(spec["model"])
+    if "type" not in block and "model" not in block:
+        raise ConfigError(
+            f"{source}: the 'model:' block needs 'type' with 'args' "
+            "(type: openai, args: {model_name: gpt-4o}) or 'model: provider/name'"
+        )
+    return block
 
 
 def _read_spec(path: Path) -> Any:

@@ -7,6 +7,11 @@
     -M max_gen_toks=N      max_tokens default (the model's config; a task or call still wins)
     -M tokenizer=SPEC      left as a model arg for providers that take one
     -M batch_size=N        left as a model arg for providers that take one
+    -M apply_chat_template=true, -M chat_template=TEXT|FILE
+                           left as model args for providers that take them (local-completions)
+    -M model=NAME, -M pretrained=NAME
+                           the model's name (`--model local-completions -M model=my-model`)
+    base_url given as the full endpoint (http://host/v1/completions) means its base
 
 A provider that names one of these in its own `__init__` (a template provider
 takes `num_concurrent`, `batch_size`, `tokenizer` and `max_gen_toks` itself) gets
@@ -33,7 +38,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gauge.errors import ConfigError, GaugeError
+from gauge.errors import ConfigError, GaugeError, one_line
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig
 
@@ -42,11 +47,18 @@ CONFIG_ARGS: dict[str, str] = {
     "max_retries": "max_retries",
     "timeout": "timeout",
     "max_gen_toks": "max_tokens",
+    "batch": "batch",
 }
-"""lm-eval model arg -> the GenerateConfig field with the same meaning."""
+"""lm-eval model arg (and Inspect AI's `-M batch=`) -> the GenerateConfig field it sets."""
 
 PROVIDER_ARGS = ("tokenizer", "batch_size")
 """lm-eval model args passed on only to providers that take them."""
+
+ENDPOINTS = ("completions", "chat/completions")
+"""The OpenAI endpoint paths a base URL given as a full endpoint may end with."""
+
+NAME_ARGS = ("model", "pretrained")
+"""lm-eval model args that name the model (`model` wins over `pretrained`, as in lm-eval)."""
 
 
 def _whole(minimum: int) -> Callable[[str, Any], int]:
@@ -76,6 +88,26 @@ def _tokenizer_spec(name: str, value: Any) -> Any:
     raise ConfigError(f"-M {name} must be a tokenizer path or name, got {type(value).__name__}")
 
 
+def _batch(name: str, value: Any) -> Any:
+    try:
+        return GenerateConfig(batch=value).batch
+    except ValueError as ex:
+        raise ConfigError(f"-M {name}={value!r}: {one_line(ex)}") from None
+
+
+def _flag(name: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in ("true", "false"):
+        return value if isinstance(value, bool) else text == "true"
+    raise ConfigError(f"-M {name}={value!r} must be true or false")
+
+
+def _template(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"-M {name}= must be a Jinja chat template, or a file holding one")
+    return value
+
+
 CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "num_concurrent": _whole(1),
     "max_retries": _whole(0),
@@ -83,6 +115,9 @@ CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "max_gen_toks": _whole(1),
     "batch_size": _whole(1),
     "tokenizer": _tokenizer_spec,
+    "apply_chat_template": _flag,
+    "chat_template": _template,
+    "batch": _batch,
 }
 
 
@@ -114,6 +149,56 @@ def resolve(
     if values:
         config = config.merge(GenerateConfig(**values))
     return base_url, args, config
+
+
+def model_from_args(
+    model: str | None, model_args: Mapping[str, Any]
+) -> tuple[str | None, dict[str, Any]]:
+    """(model, the other model args), with lm-eval's `-M model=` / `-M pretrained=` applied.
+
+    A bare provider (`--model local-completions`, lm-eval's `--model` type) gets the
+    name appended; `provider/name` must name the same model.
+    """
+    args = dict(model_args)
+    given = [args.pop(name) for name in NAME_ARGS if name in args]
+    if not given:
+        return model, args
+    name = str(given[0]).strip()
+    if not name:
+        raise ConfigError("-M model= is empty; give the model's name, e.g. -M model=my-model")
+    if model is None:
+        raise ConfigError(
+            f"-M model={name} names the model; give its provider with --model, "
+            "e.g. --model local-completions"
+        )
+    provider, sep, current = model.strip().partition("/")
+    if sep and current and current != name:
+        raise ConfigError(
+            f"--model {model} and -M model={name} name two models; give the name once"
+        )
+    return f"{provider}/{name}", args
+
+
+def endpoint_base(cls: type[ModelAPI], url: str | None) -> str | None:
+    """`url` less the endpoint path an OpenAI-compatible provider adds itself.
+
+    lm-eval users give the full endpoint (`-M base_url=http://host/v1/completions`);
+    gauge's providers post to `<base>/completions` or `<base>/chat/completions`.
+    The other endpoint than the provider speaks is a one-line ConfigError.
+    """
+    path = getattr(cls, "path", None)
+    if not url or path not in ENDPOINTS:
+        return url
+    trimmed = url.rstrip("/")
+    chat = trimmed.endswith("/chat/completions")
+    if chat != (path == "chat/completions") and trimmed.endswith("/completions"):
+        other = "chat/completions" if chat else "completions"
+        use = "local-chat-completions" if chat else "local-completions"
+        raise ConfigError(
+            f"base_url {url} is a /{other} endpoint, but provider {cls.name!r} posts to "
+            f"/{path}; use --model {use}/<model>, or give the base URL (ending in /v1)"
+        )
+    return trimmed[: -len(path) - 1] if trimmed.endswith("/" + path) else url
 
 
 def split_base_url(
@@ -205,6 +290,12 @@ def known_model_args(cls: type[ModelAPI]) -> frozenset[str] | None:
     if declared is None:
         return None
     return frozenset(declared) | _init_parameters(cls)
+
+
+def model_args_read(cls: type[ModelAPI]) -> frozenset[str]:
+    """The model-arg names `cls` reads itself: declared, or named by its `__init__`."""
+    known = known_model_args(cls)
+    return _init_parameters(cls) if known is None else known
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from gauge.model.content import Content, ContentReasoning, ContentText
 from gauge.model.tools import ToolCall, ToolCallError
@@ -57,6 +57,22 @@ class ChatMessageAssistant(ChatMessageBase):
     role: Literal["assistant"] = "assistant"
     tool_calls: list[ToolCall] | None = None
     model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reasoning_part(cls, data: Any) -> Any:
+        # Inspect AI spells reasoning as a keyword, `ChatMessageAssistant(reasoning=...)`;
+        # gauge keeps it as a leading ContentReasoning part rather than dropping it.
+        if isinstance(data, dict) and "reasoning" in data:
+            data = dict(data)
+            reasoning = data.pop("reasoning")
+            if reasoning is not None:
+                content = data.get("content", "")
+                parts = [ContentText(text=content)] if isinstance(content, str) else content
+                if isinstance(content, str) and not content:
+                    parts = []
+                data["content"] = [ContentReasoning(reasoning=str(reasoning)), *parts]
+        return data
 
     @property
     def reasoning(self) -> str | None:

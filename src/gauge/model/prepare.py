@@ -9,6 +9,7 @@ from __future__ import annotations
 from gauge.errors import ConfigError
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig
+from gauge.model.config_values import tool_output_limit
 from gauge.model.content import Content, ContentImage, ContentReasoning, ContentText
 from gauge.model.messages import (
     ChatMessage,
@@ -46,8 +47,8 @@ def prepare_messages(
     and collapsing."""
     if config.system_message:
         messages = insert_system_message(messages, config.system_message)
-    if config.max_tool_output is not None:
-        messages = truncate_tool_output(messages, config.max_tool_output)
+    if (limit := tool_output_limit(config.max_tool_output)) is not None:
+        messages = truncate_tool_output(messages, limit)
     has_reasoning = has_tool_images = False
     for message in messages:
         if isinstance(message.content, list):

@@ -35,11 +35,18 @@ BUILTINS: dict[str, str] = {
     "ollama": "gauge.model.providers.openai_compat.services:OllamaAPI",
     "vllm": "gauge.model.providers.openai_compat.services:VLLMServerAPI",
     "openai-api": "gauge.model.providers.openai_compat.services:OpenAIServiceAPI",
+    "hf-inference-providers": (
+        "gauge.model.providers.openai_compat.inference_servers:HFInferenceProvidersAPI"
+    ),
+    "tgi": "gauge.model.providers.openai_compat.inference_servers:TGIAPI",
+    "llama-cpp": "gauge.model.providers.openai_compat.inference_servers:LlamaCppAPI",
     "azureai": "gauge.model.providers.openai_compat.services:AzureAIAPI",
     "openai-completions": "gauge.model.providers.openai_compat.completions:OpenAICompletionsAPI",
     "openai-api-completions": (
         "gauge.model.providers.openai_compat.completions:OpenAIServiceCompletionsAPI"
     ),
+    "local-completions": "gauge.model.providers.openai_compat.local:LocalCompletionsAPI",
+    "local-chat-completions": "gauge.model.providers.openai_compat.local:LocalChatCompletionsAPI",
     "bedrock": "gauge.model.providers.bedrock:BedrockAPI",
     "cohere": "gauge.model.providers.cohere:CohereAPI",
     "anthropic": "gauge.model.providers.anthropic:AnthropicAPI",

@@ -79,6 +79,11 @@ class SyncModel:
     def __init__(self, model: Model) -> None:
         self.model = model
 
+    @property
+    def name(self) -> str:
+        """The model's `provider/name`."""
+        return self.model.name
+
     def generate(self, prompt: str, **config: Any) -> str:
         """Reply to `prompt`; keyword arguments are GenerateConfig fields."""
         output = run_sync(self.model.generate(prompt, config=_config(config)))

@@ -10,5 +10,8 @@
   honour is refused, never dropped.
 * `engines` hold the model: `transformers` (the hf provider's batching engine),
   `vllm` (import-guarded), `mock` (for load tests).
+* `batch_api` adds OpenAI's Files and Batch routes: `files` stores uploads and
+  outputs on disk, `batches` holds the batch objects, `batch_run` answers each
+  line through the same `Server.complete` as the real-time routes.
 * `worker` is the RunPod serverless handler over the same engines.
 """

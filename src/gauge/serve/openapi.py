@@ -42,8 +42,8 @@ def document(
     """The OpenAPI document for a server of `engine` serving `model`.
 
     `secured`: the server checks a bearer key (every route but /health).
-    `routes`: the app's paths; optional operations (/tokenize, /detokenize) are
-    described only when the app has them.
+    `routes`: the app's paths; optional operations (/tokenize, /detokenize, the
+    files and batch routes) are described only when the app has them.
     """
     paths: dict[str, Any] = {
         "/v1/chat/completions": {
@@ -125,6 +125,11 @@ def document(
         paths["/detokenize"] = {"post": _tokenizer_op("detokenize", "Detokenize")}
         schemas["DetokenizeRequest"] = _detokenize_request(model)
         schemas["DetokenizeResponse"] = _DETOKENIZE_RESPONSE
+    if "/v1/batches" in routes:
+        from gauge.serve.openapi_batch import batch_paths, batch_schemas
+
+        paths |= batch_paths()
+        schemas |= batch_schemas()
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -257,7 +262,8 @@ def _fields(model: str, honours: frozenset[str], max_logprobs: int) -> dict[str,
             ]
         },
         "suffix": _FALSY | {"description": "Suffix insertion is not supported."},
-        "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+        # a string is the prompt itself, untemplated (vLLM's first chat API)
+        "messages": {"anyOf": [_MESSAGES, {"type": "string", "minLength": 1}]},
         "top_logprobs": _nullable(_int(0, max_logprobs)),
         "tools": _FALSY,
         "tool_choice": {"enum": [None, "none", "auto"]},
@@ -269,7 +275,8 @@ def _fields(model: str, honours: frozenset[str], max_logprobs: int) -> dict[str,
         props[name] = _IGNORED
     for name, neutral in _NEUTRAL.items():
         props[name] = _extra(name, max_logprobs) if name in honours else _neutral(neutral)
-    if "best_of" not in honours:  # best_of == n is plain sampling; 1 is the one we can state
+    if "best_of" not in honours and "use_beam_search" not in honours:
+        # best_of == n is plain sampling; 1 is the one we can state (beams: the width)
         props["best_of"] = _nullable({"type": "integer", "const": 1})
     return props
 
@@ -278,7 +285,11 @@ def _shared_rules(honours: frozenset[str]) -> list[dict[str, Any]]:
     if "best_of" in honours:
         return []
     one = {"anyOf": [{"type": "null"}, {"type": "integer", "const": 1}]}
-    return [{"if": _present("best_of", {"type": "integer"}), "then": {"properties": {"n": one}}}]
+    rule = {"if": _present("best_of", {"type": "integer"}), "then": {"properties": {"n": one}}}
+    if "use_beam_search" in honours:  # without beam search, best_of must be n (here 1)
+        rule["then"]["properties"]["best_of"] = one
+        rule = {"if": {"not": _present("use_beam_search", {"const": True})}, "then": rule}
+    return [rule]
 
 
 def _scores(honours: frozenset[str]) -> bool:
@@ -294,6 +305,7 @@ def _extra(name: str, max_logprobs: int) -> dict[str, Any]:
         "min_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
         "repetition_penalty": _nullable({"type": "number", "exclusiveMinimum": 0}),
         "length_penalty": _nullable({"type": "number"}),
+        "early_stopping": _nullable({"anyOf": [{"type": "boolean"}, {"const": "never"}]}),
         "stop_token_ids": _nullable({"type": "array", "items": _int(0)}),
         "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
         "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
@@ -354,6 +366,8 @@ _MESSAGE = {
         },
     ],
 }
+
+_MESSAGES = {"type": "array", "items": _MESSAGE, "minItems": 1}
 
 
 def _present(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -508,7 +522,7 @@ def _tokenize_request(model: str) -> dict[str, Any]:
         "type": "object",
         "properties": common
         | {
-            "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+            "messages": _MESSAGES,
             "add_generation_prompt": boolean,
             "continue_final_message": boolean,
             "add_special_tokens": boolean,

@@ -146,7 +146,9 @@ def parse_chat(
     body = _object(body)
     _known(body, _CHAT)
     _refuse_tools(body)
-    messages = _messages(body.get("messages"))
+    raw = body.get("messages")
+    # vLLM's first chat API took a string as the prompt itself (no chat template).
+    messages = raw if isinstance(raw, str) and raw else _messages(raw)
     logprobs = None
     if _boolean(body, "logprobs", False):
         logprobs = _integer(body, "top_logprobs", 0, 0, max_logprobs)
@@ -168,6 +170,9 @@ def parse_chat(
         )
     sampling = _sampling(body, max_tokens, logprobs)
     _check_honoured(body, honours, engine, sampling.n)
+    check_beams(sampling, honours)
+    if isinstance(messages, str):
+        return _prompt_chat(body, sampling, messages, prompt_logprobs)
     # vLLM's chat echo: the last message, when it has the role of the reply.
     role = response_role if add_generation_prompt else messages[-1].role
     request = EngineRequest(
@@ -180,6 +185,21 @@ def parse_chat(
         prompt_logprobs=prompt_logprobs,
     )
     parsed = _parsed(body, [request], sampling.n, logprobs)
+    parsed.prompt_logprobs = prompt_logprobs
+    _refuse_streamed_scores(parsed)
+    return parsed
+
+
+def _prompt_chat(
+    body: dict[str, Any], sampling: SamplingParams, prompt: str, prompt_logprobs: int | None
+) -> Parsed:
+    """A chat request whose `messages` is a string: that text is the prompt, untemplated."""
+    if _boolean(body, "continue_final_message", False):
+        raise bad("continue_final_message", "needs messages as a list; the string is the prompt")
+    request = EngineRequest(
+        sampling, prompt=prompt, echo=_boolean(body, "echo", False), prompt_logprobs=prompt_logprobs
+    )
+    parsed = _parsed(body, [request], sampling.n, sampling.logprobs)
     parsed.prompt_logprobs = prompt_logprobs
     _refuse_streamed_scores(parsed)
     return parsed
@@ -202,6 +222,7 @@ def parse_completion(
         raise bad("max_tokens", "must be >= 1; 0 (score the prompt only) needs echo: true")
     sampling = _sampling(body, max_tokens, logprobs)
     _check_honoured(body, honours, engine, sampling.n)
+    check_beams(sampling, honours)
     # The prompt's logprobs are computed once, with the larger of the two k asked.
     wanted = [k for k in (logprobs if echo else None, prompt_logprobs) if k is not None]
     score = max(wanted) if wanted else None
@@ -372,22 +393,69 @@ def _sampling(body: dict[str, Any], max_tokens: int | None, logprobs: int | None
         ignore_eos=_boolean(body, "ignore_eos", False),
         skip_special_tokens=_boolean(body, "skip_special_tokens", True),
         spaces_between_special_tokens=_boolean(body, "spaces_between_special_tokens", True),
+        use_beam_search=_boolean(body, "use_beam_search", False),
+        best_of=_integer(body, "best_of", None, 1, 128),
+        length_penalty=_number(body, "length_penalty", 1.0, None, None) or 0.0,
+        early_stopping=_early_stopping(body.get("early_stopping")),
     )
 
 
 def _check_honoured(body: dict[str, Any], honours: frozenset[str], engine: str, n: int) -> None:
+    beams = body.get("use_beam_search") is True and "use_beam_search" in honours
     for key, neutral in _NEUTRAL.items():
         if key not in body or key in honours:
             continue
         value = body[key]
-        if key == "best_of" and _whole(value) == n:
-            continue  # best_of == n picks every candidate: plain sampling
+        if key == "best_of" and (_whole(value) == n or beams):
+            continue  # best_of == n picks every candidate: plain sampling; else the beam width
         # Typed match: in Python 0 == False and 1 == True, on the wire they differ.
         if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in neutral):
             continue
         raise bad(
             key, f"is not supported by the {engine} engine; remove it or send {_wire(neutral[-1])}"
         )
+
+
+def check_beams(p: SamplingParams, honours: frozenset[str]) -> None:
+    """vLLM's rules for beam search and the settings that only apply to it (a 400 if broken)."""
+    if not isinstance(p.early_stopping, bool) and p.early_stopping != "never":
+        raise bad("early_stopping", 'must be true, false or "never"')
+    if not p.use_beam_search:
+        if p.length_penalty != 1.0:
+            raise bad("length_penalty", "only applies to beam search; send use_beam_search: true")
+        if p.early_stopping is not False:
+            raise bad("early_stopping", "only applies to beam search; send use_beam_search: true")
+        return
+    if "use_beam_search" not in honours:
+        return  # refused by _check_honoured with the engine's name
+    width = p.best_of if p.best_of is not None else p.n
+    if width < 2:
+        raise bad("best_of", "must be greater than 1 with use_beam_search (it is the beam width)")
+    if width < p.n:
+        raise bad("best_of", f"must be >= n ({p.n}): the n best of best_of beams are returned")
+    if p.temperature:
+        raise bad("temperature", "must be 0 with use_beam_search (beam search is deterministic)")
+    if (p.top_p is not None and p.top_p < 1.0) or (p.top_k is not None and p.top_k > 0):
+        raise bad(
+            "top_p" if p.top_p is not None and p.top_p < 1.0 else "top_k",
+            "is for sampling; leave it unset with use_beam_search",
+        )
+    if p.min_p:
+        raise bad("min_p", "is for sampling; leave it unset with use_beam_search")
+    if p.logprobs is not None:
+        raise bad("logprobs", "is not returned with use_beam_search; drop one of them")
+    if p.ignore_eos:
+        raise bad("ignore_eos", "cannot be combined with use_beam_search (beams end at EOS)")
+
+
+def _early_stopping(raw: Any) -> bool | str:
+    """The value, or its JSON text when invalid: refused after the engine check, so an
+    engine that does not take early_stopping says so first."""
+    if raw is None:
+        return False
+    if isinstance(raw, bool):
+        return raw
+    return "never" if raw == "never" else _wire(raw)
 
 
 def _wire(value: Any) -> str:

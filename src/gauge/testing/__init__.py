@@ -1,6 +1,7 @@
 """Test helpers shipped with gauge: fake wire-format servers for offline tests and benchmarks.
 
     OpenAIServer    a mock OpenAI-compatible server (see gauge.testing.openai_server)
+    OpenAIBatchServer  a fake OpenAI files + batches server (gauge.testing.openai_batch_server)
 
 Names are imported on first use, so `python -m gauge.testing.openai_server` runs
 the module once, as a script.
@@ -12,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "OpenAIBatchServer": "gauge.testing.openai_batch_server",
     "OpenAIServer": "gauge.testing.openai_server",
     "RecordedRequest": "gauge.testing.openai_server",
     "validate_request": "gauge.testing.openai_schema",
@@ -28,6 +30,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from gauge.testing.openai_batch_server import OpenAIBatchServer as OpenAIBatchServer
     from gauge.testing.openai_schema import validate_request as validate_request
     from gauge.testing.openai_server import OpenAIServer as OpenAIServer
     from gauge.testing.openai_server import RecordedRequest as RecordedRequest

@@ -421,7 +421,7 @@ async def test_env_key_and_base_url(monkeypatch: pytest.MonkeyPatch, server: Fak
 
 
 def test_unknown_model_arg_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="anthropic takes no model args"):
+    with pytest.raises(ConfigError, match="anthropic does not take model args region; known: "):
         get_model("anthropic/claude-test", api_key="k", region="x")
 
 

@@ -377,7 +377,11 @@ def test_gauge_models_row() -> None:
     row = next(r for r in json.loads(result.output) if r["provider"] == "mistral")
     assert row["installed"] is True and row["extra"] is None
     assert row["api_key_vars"] == ["MISTRAL_API_KEY", "AZURE_MISTRAL_API_KEY"]
-    assert row["base_url_vars"] == ["MISTRAL_BASE_URL", "AZURE_MISTRAL_BASE_URL"]
+    assert row["base_url_vars"] == [
+        "MISTRAL_BASE_URL",
+        "AZURE_MISTRAL_BASE_URL",
+        "AZUREAI_MISTRAL_BASE_URL",
+    ]
     assert row["default_base_url"] == "https://api.mistral.ai/v1"
     assert {"seed", "response_schema", "num_choices"} <= set(row["honours"])
     assert "top_k" not in row["honours"]

@@ -23,9 +23,10 @@ VLLM_PARALLEL_KEYWORDS = {
 
 
 def test_only_the_model_when_nothing_is_set() -> None:
-    # vLLM's defaults apply: one GPU, its own choice of executor.
+    # vLLM's defaults apply: one GPU, its own choice of executor; SEED is worker-vllm's 0.
     assert engine_args(load_settings({"engine": "vllm", "model_name": "org/m"}, {})) == {
-        "model": "org/m"
+        "model": "org/m",
+        "seed": 0,
     }
 
 
@@ -54,12 +55,13 @@ def test_every_parallel_setting_from_environment_and_flags() -> None:
         "data_parallel_size": 1,
         "distributed_executor_backend": "ray",  # the flag wins over the variable
         "gpu_memory_utilization": 0.9,
+        "seed": 0,
     }
 
 
 def test_data_parallel_replicas() -> None:
     s = load_settings({"engine": "vllm", "data_parallel_size": "4"}, {"MODEL_NAME": "m"})
-    assert engine_args(s) == {"model": "m", "data_parallel_size": 4}
+    assert engine_args(s) == {"model": "m", "data_parallel_size": 4, "seed": 0}
 
 
 def test_the_parallel_keywords_are_vllms_names() -> None:
@@ -87,6 +89,7 @@ def test_from_settings_keeps_the_built_args() -> None:
         "model": "org/m",
         "pipeline_parallel_size": 3,
         "distributed_executor_backend": "ray",
+        "seed": 0,
     }
 
 
@@ -125,6 +128,7 @@ def test_the_engine_starts_with_the_parallel_args(monkeypatch: pytest.MonkeyPatc
             "tensor_parallel_size": 2,
             "data_parallel_size": 2,
             "distributed_executor_backend": "mp",
+            "seed": 0,
         }
     ]
 

@@ -30,7 +30,8 @@ from gauge.model.cache.worker import worker_for
 
 
 def cache_path(model: str = "") -> Path:
-    """The cache database file (shared by every model, so `model` does not change it)."""
+    """The cache database file. Inspect AI keeps a folder per model; gauge keeps every
+    model's entries in this one file, so `model` is accepted and gives the same path."""
     check_cache_dir()
     return database_path()
 
@@ -55,7 +56,9 @@ def check_cache_dir() -> None:
     )
 
 
-def cache_size(subdirs: Sequence[str] = (), files: Sequence[str] = ()) -> list[tuple[str, int]]:
+def cache_size(
+    subdirs: Sequence[str] = (), files: Sequence[CacheEntry | str | Path] = ()
+) -> list[tuple[str, int]]:
     """(model, bytes) per model, largest first, then (key, bytes) per entry key in `files`.
 
     `subdirs` limits the models reported (empty: all); `files` names entries
@@ -65,7 +68,7 @@ def cache_size(subdirs: Sequence[str] = (), files: Sequence[str] = ()) -> list[t
     try:
         sizes = store.sizes(list(subdirs)) if subdirs or not files else []
         if files:
-            sizes.extend(store.entry_sizes([_key_bytes(k) for k in files]))
+            sizes.extend(store.entry_sizes([_key_bytes(_entry_key(k)) for k in files]))
         return sizes
     finally:
         store.close()
@@ -135,12 +138,14 @@ def cache_list_expired(filter_by: Sequence[str] = ()) -> list[CacheEntry]:
         store.close()
 
 
-def cache_prune(entries: Sequence[CacheEntry | str] = ()) -> int:
-    """Delete `entries` (entries or hex keys), or (empty) every expired entry; the count.
+def cache_prune(files: Sequence[CacheEntry | str | Path] = ()) -> int:
+    """Delete `files` (entries, or their hex keys), or (empty) every expired entry; the count.
 
-    With the shared cache and a near tier: the count in both.
+    Named `files` as in Inspect AI, whose entries are files: `cache_prune(files=
+    cache_list_expired())` reads the same here. A Path names an entry by its file
+    name (the hex key). With the shared cache and a near tier: the count in both.
     """
-    keys = [_key_bytes(e.key if isinstance(e, CacheEntry) else e) for e in entries]
+    keys = [_key_bytes(_entry_key(e)) for e in files]
     stores: list[Store | RedisStore] = [open_store()]
     setting = cache_setting()
     if setting is not None and setting.near:
@@ -162,6 +167,12 @@ def open_store() -> Store | RedisStore:
         return RedisStore(setting)
     # Reading commands never create a database; an absent one is simply empty.
     return Store(cache_path(), create=False)
+
+
+def _entry_key(entry: CacheEntry | str | Path) -> str:
+    if isinstance(entry, CacheEntry):
+        return entry.key
+    return entry.name if isinstance(entry, Path) else entry
 
 
 def _key_bytes(key: str) -> bytes:

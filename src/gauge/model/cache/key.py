@@ -48,6 +48,8 @@ NOT_IN_KEY = frozenset(
         "drop_unsupported",
         "cache",
         "cache_prompt",
+        # A batch job answers like a real-time call (the ids depend on the key).
+        "batch",
         # Applied to the messages before the cache sees them (already in the key).
         "system_message",
         "reasoning_history",

@@ -295,6 +295,7 @@ class MockAPI(ModelAPI):
                 "metadata": None,
                 "error": None,
                 "headers": None,
+                "call": None,
             },
         )
 

@@ -55,6 +55,12 @@ class SamplingParams:
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
+    use_beam_search: bool = False
+    best_of: int | None = None
+    """Beam search: the beam width (default n); otherwise only n is accepted."""
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    """Beam search's stopping rule: True, False or "never" (vLLM's values)."""
 
 
 @dataclass(slots=True)

@@ -7,11 +7,12 @@ provider's `GenRequest` and its results back.
 
 Beyond the basics it honours top_k, min_p, repetition_penalty, logit_bias,
 presence/frequency penalties, stop_token_ids, include_stop_str_in_output,
-add_generation_prompt, continue_final_message, echo, prompt_logprobs and
-best_of equal to n. It refuses (HTTP 400)
-beam search, length_penalty, early_stopping, ignore_eos, and turning off
-skip_special_tokens or spaces_between_special_tokens: `generate` here is
-greedy or sampled, always stops at EOS and decodes without special tokens.
+add_generation_prompt, continue_final_message, echo, prompt_logprobs,
+ignore_eos, skip_special_tokens, spaces_between_special_tokens, and beam search
+(use_beam_search with best_of as the width, n, length_penalty, early_stopping:
+transformers' own beam search, one `generate` call per such request, see
+gauge.model.providers.hf.beams). best_of above n without beam search is refused
+(HTTP 400): only beams rank candidates here.
 
 Streaming is token by token: the provider's stopping hook reports each new
 token from the worker thread, and `stream` decodes each choice's tokens so far
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from gauge.errors import ConfigError
 from gauge.model.providers.hf import DEFAULT_BATCH, LocalEngine, loading
+from gauge.model.providers.hf.decoding import decode_ids
 from gauge.model.providers.hf.generation import (
     GenChoice,
     Generator,
@@ -97,6 +99,12 @@ class TransformersEngine(Engine):
         "continue_final_message",
         "echo",
         "prompt_logprobs",
+        "ignore_eos",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "use_beam_search",
+        "length_penalty",
+        "early_stopping",
     }
     uses_settings: ClassVar[frozenset[str]] = frozenset(
         {
@@ -392,6 +400,12 @@ class TransformersEngine(Engine):
             repetition_penalty=p.repetition_penalty,
             stop_token_ids=p.stop_token_ids,
             include_stop=p.include_stop_str_in_output,
+            ignore_eos=p.ignore_eos,
+            skip_special_tokens=p.skip_special_tokens,
+            spaces_between_special_tokens=p.spaces_between_special_tokens,
+            beams=(p.best_of or p.n) if p.use_beam_search else 0,
+            length_penalty=p.length_penalty,
+            early_stopping=p.early_stopping,
         )
 
     @staticmethod
@@ -411,7 +425,10 @@ class _StreamTexts:
         generator = engine.local.generator
         assert generator is not None  # tokens arrive only once the model is loaded
         self.tokenizer = generator.loaded.tokenizer
-        self.skip = generator.eos_ids | set(request.sampling.stop_token_ids)
+        p = request.sampling
+        eos = frozenset() if p.ignore_eos else generator.eos_ids
+        self.skip = eos | set(p.stop_token_ids)
+        self.flags = (p.skip_special_tokens, p.spaces_between_special_tokens)
         stops = tuple(s for s in request.sampling.stop if s)
         self.stops = stops
         self.hold = max((len(s) for s in stops), default=1) - 1
@@ -427,7 +444,7 @@ class _StreamTexts:
             return ""
         ids = self.ids.setdefault(choice, [])
         ids.append(token)
-        text: str = self.prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self.prefix + decode_ids(self.tokenizer, ids, *self.flags)
         safe = len(text) - self.hold
         for stop in self.stops:
             at = text.find(stop, len(self.prefix))

@@ -3,6 +3,7 @@
     request.py   messages, tools, config -> request body
     response.py  response body / stream events -> ModelOutput / text deltas
     errors.py    exceptions -> RetryDecision
+    batch.py     Message Batches (the `batch` setting): jobs of many requests
 
 Env: ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (default https://api.anthropic.com,
 the `/v1/messages` path is appended). No SDK: one pooled aiohttp session.
@@ -11,7 +12,7 @@ the `/v1/messages` path is appended). No SDK: one pooled aiohttp session.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -24,7 +25,11 @@ from gauge.model.providers._http import HttpClient, HTTPConnectionError
 from gauge.model.providers.anthropic import errors
 from gauge.model.providers.anthropic.request import build_body
 from gauge.model.providers.anthropic.response import parse_message, stream_text
+from gauge.model.providers.client_args import refuse_client_args, string_map
 from gauge.model.tools import ToolChoice, ToolInfo
+
+if TYPE_CHECKING:
+    from gauge.model.batch.api import BatchAPI
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "v1/messages"
@@ -69,19 +74,25 @@ class AnthropicAPI(ModelAPI):
         api_key: str | None = None,
         config: GenerateConfig | None = None,
         proxy: str | None = None,
+        default_headers: dict[str, str] | None = None,
+        default_query: dict[str, str] | None = None,
         **model_args: Any,
     ) -> None:
+        # default_headers and default_query mean what AsyncAnthropic makes of them
+        # (Inspect AI forwards -M args there): see client_args.py.
+        refuse_client_args("anthropic", model_args)
         if model_args:
             raise ConfigError(
-                f"anthropic takes no model args but proxy= (got "
-                f"{', '.join(sorted(model_args))}); use extra_headers / extra_body in the "
-                "config for API extras"
+                f"anthropic does not take model args {', '.join(sorted(model_args))}; known: "
+                "proxy, default_headers, default_query; use extra_headers / "
+                "extra_body in the config for API extras"
             )
         super().__init__(model_name, base_url or self.default_base_url, api_key, config)
         key = self.api_key.get() if self.api_key else ""
-        self._client = HttpClient(
-            self.base_url or "", {"x-api-key": key, "anthropic-version": API_VERSION}, proxy
-        )
+        headers = {"x-api-key": key, "anthropic-version": API_VERSION}
+        headers.update(string_map("default_headers", default_headers))
+        self.default_query = string_map("default_query", default_query) or None
+        self._client = HttpClient(self.base_url or "", headers, proxy)
 
     async def generate(
         self,
@@ -94,7 +105,7 @@ class AnthropicAPI(ModelAPI):
             self.model_name, input, tools, tool_choice, config, default_max_tokens(self.model_name)
         )
         data, headers = await self._client.post_json(
-            MESSAGES_PATH, body, headers=config.extra_headers
+            MESSAGES_PATH, body, headers=config.extra_headers, params=self.default_query
         )
         output = parse_message(data, self.model_name)
         output.headers = headers
@@ -111,7 +122,9 @@ class AnthropicAPI(ModelAPI):
             self.model_name, input, tools, tool_choice, config, default_max_tokens(self.model_name)
         )
         body["stream"] = True
-        events = self._client.stream_sse(MESSAGES_PATH, body, headers=config.extra_headers)
+        events = self._client.stream_sse(
+            MESSAGES_PATH, body, headers=config.extra_headers, params=self.default_query
+        )
         async for data in events:
             if isinstance(data, StreamInfo):  # the response headers
                 yield data
@@ -128,6 +141,11 @@ class AnthropicAPI(ModelAPI):
 
     def max_tokens(self) -> int | None:
         return default_max_tokens(self.model_name)
+
+    def batch_api(self) -> BatchAPI:
+        from gauge.model.providers.anthropic.batch import AnthropicBatchAPI
+
+        return AnthropicBatchAPI(self)
 
     async def close(self) -> None:
         await self._client.close()

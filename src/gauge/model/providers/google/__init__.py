@@ -4,6 +4,7 @@
     response.py  response / stream chunks -> ModelOutput / text deltas
     errors.py    exceptions -> RetryDecision
     auth.py      Vertex AI tokens through google-auth (the `google` extra)
+    batch.py     Gemini API batch mode (the `batch` setting): jobs of many requests
 
 Gemini API: GOOGLE_API_KEY (or GEMINI_API_KEY), GOOGLE_BASE_URL (default
 https://generativelanguage.googleapis.com, `v1beta` appended unless the URL
@@ -17,20 +18,24 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from gauge.errors import ConfigError, MissingAPIKey
+from gauge.errors import ConfigError, MissingAPIKey, UnsupportedFeature
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, HTTPConnectionError
+from gauge.model.providers.client_args import check_client_args, google_client
 from gauge.model.providers.google import errors
 from gauge.model.providers.google.request import build_body
 from gauge.model.providers.google.response import parse_response, stream_text
 from gauge.model.tools import ToolChoice, ToolInfo
+
+if TYPE_CHECKING:
+    from gauge.model.batch.api import BatchAPI
 
 GEMINI_URL = "https://generativelanguage.googleapis.com"
 HARM_CATEGORIES = (
@@ -41,6 +46,10 @@ HARM_CATEGORIES = (
 )
 _VERSIONED = re.compile(r"/v\d+(alpha|beta)?\d*$")
 _TRUE = ("1", "true", "yes", "on")
+KNOWN_MODEL_ARGS = (
+    "project, location, credentials, vertex, safety_settings, proxy, transport, "
+    "client_options, default_metadata"
+)
 
 
 class GoogleAPI(ModelAPI):
@@ -86,13 +95,16 @@ class GoogleAPI(ModelAPI):
         vertex: bool | str | None = None,
         safety_settings: str | list[dict[str, str]] | None = None,
         proxy: str | None = None,
+        transport: str | None = None,
+        client_options: dict[str, Any] | None = None,
+        default_metadata: Any = None,
         **model_args: Any,
     ) -> None:
-        if model_args:
-            raise ConfigError(
-                f"google does not take model args {', '.join(sorted(model_args))}; known: "
-                "project, location, credentials, vertex, safety_settings, proxy"
-            )
+        check_client_args("google", model_args, KNOWN_MODEL_ARGS)
+        # genai.configure's arguments, as Inspect AI forwards them (client_args.py).
+        base_url, metadata = google_client(
+            transport, client_options, default_metadata, base_url, GEMINI_URL
+        )
         super().__init__(model_name, base_url, api_key, config)
         self.safety_settings = _safety_settings(safety_settings)
         env_vertex = os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in _TRUE
@@ -115,7 +127,7 @@ class GoogleAPI(ModelAPI):
             prefix = "" if _VERSIONED.search(base_url.rstrip("/")) else "v1/"
             self._prefix = f"{prefix}projects/{{project}}/locations/{self.location}"
             self._prefix += "/publishers/google/models/"
-            self._client = HttpClient(base_url, proxy=proxy)
+            self._client = HttpClient(base_url, metadata, proxy=proxy)
         else:
             if self.api_key is None:
                 raise MissingAPIKey(
@@ -126,7 +138,8 @@ class GoogleAPI(ModelAPI):
             self.base_url = base_url
             self._prefix = "" if _VERSIONED.search(base_url.rstrip("/")) else "v1beta/"
             self._prefix += "models/"
-            self._client = HttpClient(base_url, {"x-goog-api-key": self.api_key.get()}, proxy)
+            headers = {"x-goog-api-key": self.api_key.get(), **metadata}
+            self._client = HttpClient(base_url, headers, proxy)
 
     async def generate(
         self,
@@ -181,6 +194,13 @@ class GoogleAPI(ModelAPI):
     def classify_error(self, ex: BaseException) -> RetryDecision:
         auth_error = _auth_decision(ex)
         return auth_error if auth_error is not None else errors.classify(ex)
+
+    def batch_api(self) -> BatchAPI:
+        from gauge.model.providers.google.batch import GeminiBatchAPI, vertex_refused
+
+        if self.vertex:
+            raise UnsupportedFeature(vertex_refused())
+        return GeminiBatchAPI(self)
 
     def connection_key(self) -> str:
         if self.vertex:

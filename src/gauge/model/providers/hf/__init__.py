@@ -11,23 +11,26 @@ model is free goes into the next `generate` call, up to max_connections (default
 loop. Providers built from the same weights and load settings share one loaded
 model and one engine. Model args are described in `loading`; the generation
 semantics (greedy default, usage, logprobs) in `generation`; loglikelihood
-scoring (lm-eval's HFLM rules, on the same worker thread) in `scoring`.
+scoring (lm-eval's HFLM rules, on the same worker thread) in `scoring`;
+token-by-token streaming in `streaming`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 from gauge.errors import ConfigError
 from gauge.model.api import ModelAPI
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
-from gauge.model.output import ModelOutput
+from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers.hf import loading, scoring
 from gauge.model.providers.hf.engine import BatchEngine
 from gauge.model.providers.hf.generation import Generator, GenRequest, GenResult, Sampling
 from gauge.model.providers.hf.output import build_output
+from gauge.model.providers.hf.streaming import TextStream, stream_tokens
 from gauge.model.scoring import Loglikelihood, LoglikelihoodRequest
 from gauge.model.tools import ToolChoice, ToolInfo
 
@@ -88,6 +91,7 @@ class HuggingFaceAPI(ModelAPI):
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     api_key_vars: ClassVar[tuple[str, ...] | None] = ()
     base_url_vars: ClassVar[tuple[str, ...] | None] = ()
+    supports_streaming: ClassVar[bool] = True
     supports_loglikelihood: ClassVar[bool] = True
     model_arg_names: ClassVar[frozenset[str]] = loading.MODEL_ARGS | {"batch_size", "tokenizer"}
     """The model args it reads (docs/local-models.md)."""
@@ -165,14 +169,38 @@ class HuggingFaceAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        if tools:
-            raise ConfigError(
-                "the hf provider does not support tools; call it without tools "
-                "or serve the model behind an OpenAI-compatible server that parses tool calls"
-            )
+        _refuse_tools(tools)
         request = GenRequest(input, Sampling.from_config(config))
         result = await self._local.engine.submit(request, config.max_connections or self._batch)
         return self._output(result)
+
+    async def stream(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> AsyncIterator[str | StreamInfo]:
+        """Yield the first choice's text token by token as the worker thread makes it."""
+        _refuse_tools(tools)
+        sampling = Sampling.from_config(config)
+
+        def submit(on_token: Callable[[int, int], bool]) -> Any:
+            request = GenRequest(input, sampling, on_token=on_token)
+            return self._local.engine.submit(request, config.max_connections or self._batch)
+
+        def new_stream() -> TextStream:
+            generator = self._local.generator
+            assert generator is not None  # tokens arrive only once the model is loaded
+            return TextStream(generator.loaded.tokenizer, generator.eos_ids, sampling.stop)
+
+        async for item in stream_tokens(submit, new_stream):
+            if isinstance(item, str):
+                if item:
+                    yield item
+            else:
+                output = self._output(item)
+                yield StreamInfo(usage=output.usage, stop_reason=output.stop_reason)
 
     async def loglikelihood(
         self, requests: list[LoglikelihoodRequest], config: GenerateConfig
@@ -196,6 +224,14 @@ class HuggingFaceAPI(ModelAPI):
         generator = self._local.generator
         assert generator is not None  # a result exists only once the model is loaded
         return build_output(result, self.model_name, generator.token_bytes)
+
+
+def _refuse_tools(tools: list[ToolInfo]) -> None:
+    if tools:
+        raise ConfigError(
+            "the hf provider does not support tools; call it without tools "
+            "or serve the model behind an OpenAI-compatible server that parses tool calls"
+        )
 
 
 def _batch_size(value: Any) -> int:

@@ -24,6 +24,9 @@ Semantics:
 * Usage is exact per request: input tokens are the request's own prompt (no
   padding), output tokens are those generated up to and including EOS or the
   token that completed a stop sequence, summed over choices.
+* Engine-only settings (`gauge serve`, vLLM's names): ignore_eos generates through
+  EOS; skip_special_tokens / spaces_between_special_tokens choose how ids become
+  text (`decoding`); a beam width runs the request as its own beam search (`beams`).
 * Logprobs are the model's raw distribution (before penalties and temperature),
   for every generated token except a final EOS; each token carries its exact
   UTF-8 bytes (see `TokenBytes`).
@@ -39,6 +42,8 @@ from typing import Any
 from gauge.errors import ConfigError, ModelError
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
+from gauge.model.providers.hf.beams import beam_groups, search_beams
+from gauge.model.providers.hf.decoding import decode_rows
 from gauge.model.providers.hf.loading import Loaded
 from gauge.model.providers.hf.prompts import render, template_turn
 from gauge.model.providers.hf.tokens import TokenBytes
@@ -71,6 +76,14 @@ class Sampling:
     stop_token_ids: tuple[int, ...] = ()
     include_stop: bool = False
     """Keep the matched stop sequence at the end of the text (vLLM's include_stop_str_in_output)."""
+    ignore_eos: bool = False
+    """Generate through EOS tokens up to max_tokens (they stay in the token ids)."""
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    beams: int = 0
+    """Beam width for beam search (`beams.py`); 0 is greedy or sampled decoding."""
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
 
     @classmethod
     def from_config(cls, config: GenerateConfig) -> Sampling:
@@ -241,15 +254,23 @@ class Generator:
                     results[index] = _as_request_error(ex)
         if rows:
             rows.sort(key=lambda row: row.request)
-            for group in context_groups(rows, self.loaded.context_length):
-                self._generate(group)
+            self._generate_rows(rows)
             visible = [self._visible(row) for row in rows]
-            answers = self.loaded.tokenizer.batch_decode(visible, skip_special_tokens=True)
+            answers = decode_rows(self.loaded.tokenizer, visible, [row.sampling for row in rows])
             for row, answer_ids, answer in zip(rows, visible, answers, strict=True):
                 result = results[row.request]
                 assert isinstance(result, GenResult)
                 result.choices.append(self._choice(row, answer_ids, answer))
         return results
+
+    def _generate_rows(self, rows: list[_Row]) -> None:
+        """Every row's tokens: sampled rows in shared calls, each beam request alone."""
+        plain = [row for row in rows if not row.sampling.beams]
+        if plain:
+            for group in context_groups(plain, self.loaded.context_length):
+                self._generate(group)
+        for group in beam_groups(rows):
+            search_beams(self, group)
 
     def _rows(self, index: int, ids: list[int], request: GenRequest) -> list[_Row]:
         sampling = request.sampling
@@ -312,7 +333,11 @@ class Generator:
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             max_new_tokens=max(r.cap for r in rows),
-            eos_token_id=sorted(self.eos_ids) or None,
+            # A row that ignores EOS must not be ended by generate: RowTracker ends the others.
+            # [] and not None: generate fills a None from the model's own config.
+            eos_token_id=[]
+            if any(r.sampling.ignore_eos for r in rows)
+            else sorted(self.eos_ids) or None,
             pad_token_id=pad,
             bos_token_id=getattr(loaded.model.generation_config, "bos_token_id", None),
         )
@@ -337,9 +362,9 @@ class Generator:
         A stop token id stays in the text only with include_stop (as in vLLM).
         """
         tokens = row.tokens
-        if tokens and tokens[-1] in self.eos_ids:
-            return tokens[:-1]
         s = row.sampling
+        if tokens and tokens[-1] in self.eos_ids and not s.ignore_eos:
+            return tokens[:-1]
         if tokens and tokens[-1] in s.stop_token_ids and not s.include_stop:
             return tokens[:-1]
         return tokens
@@ -513,7 +538,7 @@ class RowTracker:
                 row.end, row.reason = step, "cancelled"
                 continue
             stopped = (
-                last[i] in self.eos_ids
+                (last[i] in self.eos_ids and not row.sampling.ignore_eos)
                 or last[i] in row.sampling.stop_token_ids
                 or (self.stop_window[i] > 0 and self._hit_stop(input_ids[i], step, i))
             )

@@ -49,6 +49,7 @@ def build_output(result: GenResult, model: str, token_bytes: TokenBytesFn) -> Mo
             "metadata": None,
             "error": None,
             "headers": None,
+            "call": None,
         },
     )
 

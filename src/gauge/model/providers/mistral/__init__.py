@@ -3,11 +3,12 @@
     request.py   messages, tools, config -> request body
     response.py  response / stream chunks -> ModelOutput / text deltas
     errors.py    exceptions -> RetryDecision
+    batch.py     batch jobs (the `batch` setting; not on Azure): many requests a job
 
 Env: MISTRAL_API_KEY, MISTRAL_BASE_URL (default https://api.mistral.ai/v1).
-Azure-hosted Mistral: AZURE_MISTRAL_API_KEY with AZURE_MISTRAL_BASE_URL (the
-deployment's endpoint). A base URL without a path gets `/v1`; `/chat/completions`
-is appended to it.
+Azure-hosted Mistral: AZURE_MISTRAL_API_KEY with AZURE_MISTRAL_BASE_URL or
+AZUREAI_MISTRAL_BASE_URL (the deployment's endpoint). A base URL without a path
+gets `/v1`; `/chat/completions` is appended to it.
 """
 
 from __future__ import annotations
@@ -15,20 +16,24 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from gauge.errors import ConfigError
+from gauge.errors import ConfigError, UnsupportedFeature
 from gauge.model.api import ModelAPI, RetryDecision
 from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, HTTPConnectionError, HTTPStatusError
+from gauge.model.providers.client_args import refuse_client_args, same_base_url
 from gauge.model.providers.mistral import errors
 from gauge.model.providers.mistral.request import build_body
 from gauge.model.providers.mistral.response import parse_completion, stream_text
 from gauge.model.tools import ToolChoice, ToolInfo
+
+if TYPE_CHECKING:
+    from gauge.model.batch.api import BatchAPI
 
 MISTRAL_URL = "https://api.mistral.ai/v1"
 CHAT_PATH = "chat/completions"
@@ -40,7 +45,7 @@ class MistralAPI(ModelAPI):
 
     needs_api_key = True
     api_key_vars = ("MISTRAL_API_KEY", "AZURE_MISTRAL_API_KEY")
-    base_url_vars = ("MISTRAL_BASE_URL", "AZURE_MISTRAL_BASE_URL")
+    base_url_vars = ("MISTRAL_BASE_URL", "AZURE_MISTRAL_BASE_URL", "AZUREAI_MISTRAL_BASE_URL")
     default_base_url = MISTRAL_URL
     honours: ClassVar[frozenset[str]] = frozenset(
         {
@@ -69,13 +74,20 @@ class MistralAPI(ModelAPI):
         config: GenerateConfig | None = None,
         safe_prompt: bool | str | None = None,
         proxy: str | None = None,
+        endpoint: str | None = None,
+        server_url: str | None = None,
         **model_args: Any,
     ) -> None:
+        # MistralAsyncClient's `endpoint` (Mistral's newer client: `server_url`) is the
+        # base URL, as Inspect AI forwards it (client_args.py).
+        refuse_client_args("mistral", model_args)
         if model_args:
             raise ConfigError(
                 f"mistral does not take model args {', '.join(sorted(model_args))}; "
-                "known: safe_prompt, proxy"
+                "known: safe_prompt, proxy, endpoint, server_url"
             )
+        base_url = same_base_url("endpoint", endpoint, base_url, MISTRAL_URL)
+        base_url = same_base_url("server_url", server_url, base_url, MISTRAL_URL)
         base_url = base_url or MISTRAL_URL
         azure_key = os.environ.get("AZURE_MISTRAL_API_KEY")
         if (
@@ -85,8 +97,9 @@ class MistralAPI(ModelAPI):
             and base_url == MISTRAL_URL
         ):
             raise ConfigError(
-                "AZURE_MISTRAL_API_KEY is set but no endpoint: set AZURE_MISTRAL_BASE_URL to "
-                "your Azure deployment's URL (https://<name>.<region>.models.ai.azure.com)"
+                "AZURE_MISTRAL_API_KEY is set but no endpoint: set AZURE_MISTRAL_BASE_URL (or "
+                "AZUREAI_MISTRAL_BASE_URL) to your Azure deployment's URL "
+                "(https://<name>.<region>.models.ai.azure.com)"
             )
         super().__init__(model_name, with_version(base_url), api_key, config)
         if isinstance(safe_prompt, str):
@@ -143,8 +156,26 @@ class MistralAPI(ModelAPI):
     def classify_error(self, ex: BaseException) -> RetryDecision:
         return errors.classify(ex)
 
+    def batch_api(self) -> BatchAPI:
+        from gauge.model.providers.mistral.batch import MistralBatchAPI, azure_refused
+
+        if on_azure(self.base_url or ""):
+            raise UnsupportedFeature(azure_refused())
+        return MistralBatchAPI(self)
+
     async def close(self) -> None:
         await self._client.close()
+
+
+def on_azure(base_url: str) -> bool:
+    """Whether `base_url` is an Azure AI deployment (its own URL, or AZURE_MISTRAL_BASE_URL)."""
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    azure_url = os.environ.get("AZURE_MISTRAL_BASE_URL") or os.environ.get(
+        "AZUREAI_MISTRAL_BASE_URL"
+    )
+    return host.endswith(".azure.com") or bool(
+        azure_url and with_version(azure_url) == base_url.rstrip("/")
+    )
 
 
 def with_version(base_url: str) -> str:

@@ -19,6 +19,12 @@ from gauge.model.config import GenerateConfig
 from gauge.model.messages import ChatMessage
 from gauge.model.output import ModelOutput, StreamInfo
 from gauge.model.providers._http import HttpClient, classify_http
+from gauge.model.providers.client_args import (
+    REFUSED,
+    openai_headers,
+    refuse_client_args,
+    string_map,
+)
 from gauge.model.providers.openai_compat.request import OPENAI_DIALECT, Dialect, chat_body
 from gauge.model.providers.openai_compat.response import (
     MalformedResponse,
@@ -53,7 +59,18 @@ OPENAI_FIELDS = CHAT_FIELDS | {
 }
 """Everything OpenAI's own chat-completions endpoint takes."""
 
-_CLIENT_ARGS = ("max_connections", "api_version", "azure", "proxy")
+_CLIENT_ARGS = (
+    "max_connections",
+    "api_version",
+    "azure",
+    "proxy",
+    # AsyncOpenAI's own arguments, as Inspect AI forwards them (client_args.py)
+    "default_headers",
+    "default_query",
+    "organization",
+    "project",
+    *REFUSED,
+)
 """Model args the client consumes itself (the rest go into the request body)."""
 
 
@@ -86,8 +103,15 @@ class OpenAIChatAPI(ModelAPI):
     ) -> None:
         if not base_url:
             raise ConfigError(self.missing_base_url())
+        refuse_client_args(type(self).name, model_args)
         super().__init__(model_name, base_url, api_key, config, **model_args)
         self._max_connections = int(model_args.get("max_connections") or 0)
+        self.default_headers = {
+            **openai_headers(model_args.get("organization"), model_args.get("project")),
+            **string_map("default_headers", model_args.get("default_headers")),
+        }
+        """Headers AsyncOpenAI would send for these model args (after authentication)."""
+        self.default_query = string_map("default_query", model_args.get("default_query"))
         self.body_args = {k: v for k, v in model_args.items() if k not in _CLIENT_ARGS}
         self._client: HttpClient | None = None
 
@@ -123,6 +147,11 @@ class OpenAIChatAPI(ModelAPI):
         """Query parameters sent with every request (Azure's api-version)."""
         return None
 
+    def request_params(self) -> dict[str, str] | None:
+        """The query parameters of every request: the service's, then `default_query`."""
+        params = {**(self.query_params() or {}), **self.default_query}
+        return params or None
+
     def dialect_for(self, config: GenerateConfig) -> Dialect:
         """The dialect for this request (OpenAI switches it for reasoning models)."""
         return self.dialect
@@ -134,8 +163,9 @@ class OpenAIChatAPI(ModelAPI):
         """The pooled HTTP client (created on first use)."""
         if self._client is None:
             proxy = self.model_args.get("proxy")
+            headers = {**self.auth_headers(), **self.default_headers}
             self._client = HttpClient(
-                self.base_url or "", self.auth_headers(), None if proxy is None else str(proxy)
+                self.base_url or "", headers, None if proxy is None else str(proxy)
             )
         return self._client
 
@@ -166,7 +196,7 @@ class OpenAIChatAPI(ModelAPI):
     ) -> ModelOutput:
         body = self.body(input, tools, tool_choice, config)
         data, headers = await self.client.post_json(
-            self.endpoint(), body, config.extra_headers, self.query_params()
+            self.endpoint(), body, config.extra_headers, self.request_params()
         )
         output = self.output(data)
         output.headers = headers
@@ -189,7 +219,7 @@ class OpenAIChatAPI(ModelAPI):
             body["stream_options"] = {"include_usage": True}
         finished = False
         events = self.client.stream_sse(
-            self.endpoint(), body, config.extra_headers, self.query_params()
+            self.endpoint(), body, config.extra_headers, self.request_params()
         )
         # aclosing: a consumer that stops early releases the connection now, not at GC.
         async with contextlib.aclosing(events):

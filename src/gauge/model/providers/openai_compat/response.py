@@ -97,6 +97,7 @@ def _output(model: str, choices: list[ChatCompletionChoice], body: dict[str, Any
             "metadata": None,
             "error": None,
             "headers": None,
+            "call": None,
         },
     )
 

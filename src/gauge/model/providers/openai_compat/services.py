@@ -15,7 +15,7 @@ the sources and the assumptions made where a service's documentation is silent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gauge.errors import ConfigError, MissingAPIKey, ModelNameError
 from gauge.model.api import ModelAPI
@@ -31,6 +31,9 @@ from gauge.model.providers.openai_compat.request import Dialect
 from gauge.model.providers.openai_compat.scoring import PromptLogprobsAPI
 from gauge.model.tools import ToolChoice, ToolInfo
 from gauge.model.urls import check_base_url
+
+if TYPE_CHECKING:
+    from gauge.model.batch.api import BatchAPI
 
 AZURE_OPENAI_API_VERSION = "2024-10-21"
 AZUREAI_API_VERSION = "2024-05-01-preview"
@@ -93,6 +96,7 @@ class OpenAIAPI(OpenAIChatAPI):
             )
         super().__init__(model_name, base_url, api_key, config, **model_args)
         self._reasoning = is_reasoning_model(model_name)
+        self._batch: BatchAPI | None = None
 
     def endpoint(self) -> str:
         if not self.azure:
@@ -103,14 +107,25 @@ class OpenAIAPI(OpenAIChatAPI):
         return {"api-version": self.api_version} if self.azure else None
 
     def auth_headers(self) -> dict[str, str]:
-        if self.azure:
-            return {"api-key": self.api_key.get()} if self.api_key else {}
         headers = super().auth_headers()
+        if self.azure:  # AzureOpenAI sends the key as api-key, the organization as OpenAI's
+            headers = {"api-key": self.api_key.get()} if self.api_key else {}
         if org := env("OPENAI_ORG_ID"):
             headers["OpenAI-Organization"] = org
         if project := env("OPENAI_PROJECT_ID"):
             headers["OpenAI-Project"] = project
         return headers
+
+    def batch_api(self) -> BatchAPI:
+        """OpenAI's (or Azure OpenAI's) files + batches endpoints (openai_compat/batch.py)."""
+        if self._batch is None:
+            from gauge.model.providers.openai_compat.batch import (
+                AzureOpenAIBatchAPI,
+                OpenAIBatchAPI,
+            )
+
+            self._batch = (AzureOpenAIBatchAPI if self.azure else OpenAIBatchAPI)(self)
+        return self._batch
 
     def dialect_for(self, config: GenerateConfig) -> Dialect:
         if self._reasoning or config.reasoning_effort is not None:
@@ -135,6 +150,12 @@ class TogetherAPI(OpenAIChatAPI):
     honours = CHAT_FIELDS | {"top_k", "num_choices", "logprobs", "top_logprobs", "logit_bias"}
     dialect = Dialect(logprobs_style="int")
 
+    def batch_api(self) -> BatchAPI:
+        """Together's files + batches endpoints (openai_compat/batch_services.py)."""
+        from gauge.model.providers.openai_compat.batch_services import TogetherBatchAPI
+
+        return TogetherBatchAPI(self)
+
 
 class GroqAPI(OpenAIChatAPI):
     """Groq: no logprobs, logit_bias or n > 1 (documented as 400 errors)."""
@@ -142,6 +163,12 @@ class GroqAPI(OpenAIChatAPI):
     needs_api_key = True
     default_base_url = "https://api.groq.com/openai/v1"
     honours = CHAT_FIELDS | {"reasoning_effort"}
+
+    def batch_api(self) -> BatchAPI:
+        """Groq's files + batches endpoints (openai_compat/batch_services.py)."""
+        from gauge.model.providers.openai_compat.batch_services import GroqBatchAPI
+
+        return GroqBatchAPI(self)
 
 
 class GrokAPI(OpenAIChatAPI):

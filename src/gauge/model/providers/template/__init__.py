@@ -2,6 +2,7 @@
 
     batcher.py   coalesces concurrent requests into calls of up to `batch_size`
     payload.py   GenerateConfig -> lm-eval gen_kwargs; messages -> dicts or prompts
+    outputs.py   response bodies -> what the parsers get; their results -> Loglikelihood
 
 A subclass writes what lm-evaluation-harness's `TemplateAPI` asks for, with the
 same names and meanings:
@@ -10,6 +11,11 @@ same names and meanings:
     parse_generations(outputs) -> list[str]                      (static or instance method)
     parse_logprobs(outputs, tokens=None, ctxlens=None) -> list[tuple[float, bool]]
     header (property or method) -> dict; api_key (property) -> str     (optional)
+
+`outputs` is a list of the call's response bodies (one), as lm-eval's parsers
+take it; `outputs["key"]` reads that body too. `self.model` is the model's name
+and `self.api_key` the key as text (its repr is stars), so the header lm-eval's
+docs show, `{"Authorization": f"Bearer {self.api_key}"}`, authenticates.
 
 and inherits the rest from gauge: one pooled HTTP session, HTTP errors classified
 for the pipeline's retries and rate control, the cache, `timeout`, `max_retries`,
@@ -36,6 +42,7 @@ from gauge.model.output import ModelOutput
 from gauge.model.providers._http import HttpClient, classify_http
 from gauge.model.providers.openai_compat.completions import completion_prompt
 from gauge.model.providers.template.batcher import Batcher
+from gauge.model.providers.template.outputs import KeyText, as_loglikelihood, as_responses
 from gauge.model.providers.template.payload import GEN_FIELDS, chat_dicts, gen_kwargs, group_key
 from gauge.model.scoring import (
     Loglikelihood,
@@ -131,6 +138,32 @@ class TemplateAPI(ModelAPI):
         self.proxy = proxy
         self._client: HttpClient | None = None
         self._batcher: Batcher[Any, Any] = Batcher(self._send, type(self).__name__)
+
+    # -- lm-eval's names ---------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def api_key(self) -> KeyText:
+        """The key as text ("" when none): lm-eval's `self.api_key`; its repr is stars."""
+        given = self.__dict__.get("_given_api_key")
+        return KeyText(given.get() if isinstance(given, Secret) else (given or ""))
+
+    @api_key.setter
+    def api_key(self, value: Secret | str | None) -> None:
+        _store_key(self, value)
+
+    @property
+    def model(self) -> str:
+        """The model's name, sent as `"model"` (lm-eval's `self.model`)."""
+        return self.model_name
+
+    @model.setter
+    def model(self, value: str) -> None:
+        self.model_name = value
+
+    @property
+    def _max_gen_toks(self) -> int:
+        """lm-eval's name for `max_gen_toks` (its own payload methods read it)."""
+        return self.max_gen_toks
 
     # -- what a subclass writes --------------------------------------------------------------
 
@@ -349,7 +382,7 @@ class TemplateAPI(ModelAPI):
         payload = self.create_payload(
             messages, generate=True, gen_kwargs=copy.deepcopy(kwargs), seed=config.seed
         )
-        outputs = await self._post(self.generate_path, payload, config)
+        outputs = as_responses(await self._post(self.generate_path, payload, config))
         texts = _parsed(self, "parse_generations", lambda: self.parse_generations(outputs))
         if not isinstance(texts, Sequence) or isinstance(texts, str):
             raise ModelError(
@@ -371,12 +404,13 @@ class TemplateAPI(ModelAPI):
         config: GenerateConfig,
     ) -> list[Loglikelihood]:
         # `pairs` is gauge's addition: an lm-eval subclass whose payload method takes
-        # exactly lm-eval's keywords (no **kwargs) gets exactly those.
+        # exactly lm-eval's keywords (no **kwargs) gets exactly those. gen_kwargs is {}
+        # so a payload method that reads `gen_kwargs.get(...)` (lm-eval's docs) works.
         extra = {"pairs": pairs} if _takes_pairs(type(self)) else {}
         payload = self.create_payload(
-            inputs, generate=False, gen_kwargs=None, seed=config.seed, **extra
+            inputs, generate=False, gen_kwargs={}, seed=config.seed, **extra
         )
-        outputs = await self._post(self.loglikelihood_path, payload, config)
+        outputs = as_responses(await self._post(self.loglikelihood_path, payload, config))
         tokens = inputs if ctxlens is not None else None
         scores = _parsed(
             self,
@@ -390,11 +424,12 @@ class TemplateAPI(ModelAPI):
                 f"{len(inputs)} requests; it must return one (logprob, is_greedy) per request, "
                 "in order"
             )
-        out = []
-        for i, score in enumerate(scores):
-            counted = len(inputs[i]) - ctxlens[i] if ctxlens is not None else 0
-            out.append(_as_loglikelihood(self, score, counted))
-        return out
+        owner = type(self).__name__
+        if ctxlens is None:
+            return [as_loglikelihood(owner, score, None, None) for score in scores]
+        return [
+            as_loglikelihood(owner, score, inputs[i], ctxlens[i]) for i, score in enumerate(scores)
+        ]
 
     async def _post(self, path: str, payload: Any, config: GenerateConfig) -> Any:
         if not isinstance(payload, dict):
@@ -425,7 +460,7 @@ class TemplateAPI(ModelAPI):
         return self._client
 
 
-def _store_key(self: TemplateAPI, value: Secret | None) -> None:
+def _store_key(self: TemplateAPI, value: Secret | str | None) -> None:
     # The base class's key, kept aside for a subclass whose `api_key` is a property.
     self.__dict__["_given_api_key"] = value
 
@@ -485,16 +520,3 @@ def _parsed(api: TemplateAPI, method: str, parse: Any) -> Any:
             f"{type(api).__name__}.{method} failed on the response: "
             f"{type(ex).__name__}: {one_line(ex)}"
         ) from ex
-
-
-def _as_loglikelihood(api: TemplateAPI, score: Any, tokens: int) -> Loglikelihood:
-    if isinstance(score, Loglikelihood):
-        return score
-    try:
-        logprob, greedy = score
-        return Loglikelihood(float(logprob), bool(greedy), tokens)
-    except (TypeError, ValueError):
-        raise ModelError(
-            f"{type(api).__name__}.parse_logprobs must return (logprob, is_greedy) pairs, "
-            f"got {score!r}"
-        ) from None
