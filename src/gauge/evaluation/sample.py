@@ -100,9 +100,23 @@ def make_generate(model: Model, run_config: GenerateConfig) -> Generate:
 def _input_json(value: str | list[ChatMessage]) -> Any:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
-    return orjson.Fragment(
-        b"[" + b",".join(m.model_dump_json(exclude_none=True).encode() for m in value) + b"]"
-    )
+    return orjson.Fragment(_messages_json(value))
+
+
+def _messages_json(messages: list[ChatMessage]) -> bytes:
+    return b"[" + b",".join(m.model_dump_json(exclude_none=True).encode() for m in messages) + b"]"
+
+
+def _conversation(state: TaskState, before: bytes) -> orjson.Fragment | None:
+    """The messages before the final output, when the solver made them differ from
+    what the sample started with (`before`: a system message, a template, tool calls,
+    several turns); else None, so a single-turn sample's line stays as it was."""
+    messages = state.messages
+    output = state.output
+    if output is not None and messages and output.choices and messages[-1] is output.message:
+        messages = messages[:-1]
+    conversation = _messages_json(messages)
+    return None if conversation == before else orjson.Fragment(conversation)
 
 
 def _usage_dict(usage: ModelUsage) -> dict[str, Any]:
@@ -156,6 +170,7 @@ async def run_sample(
     # The response cache keys per-epoch entries on this (see gauge.model.cache).
     cache_epoch.set(epoch)
     state = _new_state(model, sample, epoch)
+    before = _messages_json(state.messages)
     started = time.perf_counter()
     error: dict[str, Any] | None = None
     scores: dict[str, Score] = {}
@@ -193,6 +208,8 @@ async def run_sample(
         "cache": stats.cache,
         "error": error,
     }
+    if (conversation := _conversation(state, before)) is not None:
+        record["messages"] = conversation
     if sample.metadata:
         record["metadata"] = sample.metadata
     if state.store:

@@ -164,13 +164,22 @@ def sample_row(index: int, line: dict[str, Any], main: str | None) -> dict[str, 
     }
 
 
+def _conversation(line: dict[str, Any]) -> list[Any]:
+    for name in ("messages", "input"):
+        if isinstance(value := line.get(name), list):
+            return value
+    return []
+
+
 def sample_detail(line: dict[str, Any]) -> dict[str, Any]:
     """Everything the journal recorded about one sample, for its transcript."""
     output = line.get("output") or {}
     return {
         "id": line.get("id"),
         "ep": line.get("epoch", 1),
-        "messages": line.get("input") if isinstance(line.get("input"), list) else [],
+        # The whole conversation when the solver changed it (several turns, tools, a
+        # system message or template), else the input it started from.
+        "messages": _conversation(line),
         "target": line.get("target"),
         "completion": output.get("completion"),
         "output": output.get("model_output"),
