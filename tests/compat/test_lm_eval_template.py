@@ -376,3 +376,14 @@ async def test_model_name_clashes_are_one_line(
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --model mock/x and -M model=y name two models; give the name once"
     )
+
+
+async def test_eval_model_args_name_the_model_as_lm_eval_does(tmp_path: Path) -> None:
+    # lm-eval's Python spelling: the model type as the model, its name in model_args.
+    from gauge import Task, eval_async
+    from gauge.dataset import Sample
+
+    task = Task([Sample(input="4", target="4")], name="t")
+    for args in ({"model": "echo"}, {"pretrained": "echo"}):
+        [result] = await eval_async(task, "mock", model_args=args, log_dir=tmp_path, display=False)
+        assert result.model == "mock/echo"

@@ -33,7 +33,7 @@ from gauge.evaluation.settings import resolve_settings, samples_in_flight, setti
 from gauge.evaluation.state import _active_model, _built_helpers, active_config
 from gauge.evaluation.task import Task, TaskError, as_task, tasks_for_model
 from gauge.model.config import GenerateConfig, as_config
-from gauge.model.lm_eval_args import check_conflicts, split_base_url
+from gauge.model.lm_eval_args import check_conflicts, model_from_args, split_base_url
 from gauge.model.model import Model
 from gauge.model.pipeline import backoff_lender
 
@@ -499,7 +499,8 @@ async def eval_async(
     built: list[tuple[Model, bool]] = []
     try:
         for entry in models:
-            item = get_model(entry, config=model_layer, base_url=model_base_url, **model_args)
+            named, args = model_from_args(entry, model_args)  # lm-eval's model_args={"model":}
+            item = get_model(named, config=model_layer, base_url=model_base_url, **args)
             if any(item.name == other.name for other, _ in built):
                 raise EvalError(f"model {item.name} is listed twice; list each model once")
             built.append((item, isinstance(entry, Model)))

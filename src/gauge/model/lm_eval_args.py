@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from gauge.errors import ConfigError, GaugeError, one_line
 from gauge.model.api import ModelAPI
@@ -56,6 +56,8 @@ PROVIDER_ARGS = ("tokenizer", "batch_size")
 
 ENDPOINTS = ("completions", "chat/completions")
 """The OpenAI endpoint paths a base URL given as a full endpoint may end with."""
+
+M = TypeVar("M")
 
 NAME_ARGS = ("model", "pretrained")
 """lm-eval model args that name the model (`model` wins over `pretrained`, as in lm-eval)."""
@@ -151,15 +153,16 @@ def resolve(
     return base_url, args, config
 
 
-def model_from_args(
-    model: str | None, model_args: Mapping[str, Any]
-) -> tuple[str | None, dict[str, Any]]:
+def model_from_args(model: M, model_args: Mapping[str, Any]) -> tuple[M | str, dict[str, Any]]:
     """(model, the other model args), with lm-eval's `-M model=` / `-M pretrained=` applied.
 
     A bare provider (`--model local-completions`, lm-eval's `--model` type) gets the
-    name appended; `provider/name` must name the same model.
+    name appended; `provider/name` must name the same model. A built Model (not a
+    name) is returned as it is.
     """
     args = dict(model_args)
+    if model is not None and not isinstance(model, str):
+        return model, args
     given = [args.pop(name) for name in NAME_ARGS if name in args]
     if not given:
         return model, args
@@ -171,7 +174,7 @@ def model_from_args(
             f"-M model={name} names the model; give its provider with --model, "
             "e.g. --model local-completions"
         )
-    provider, sep, current = model.strip().partition("/")
+    provider, sep, current = str(model).strip().partition("/")
     if sep and current and current != name:
         raise ConfigError(
             f"--model {model} and -M model={name} name two models; give the name once"
