@@ -5,10 +5,12 @@ check_size    a single request larger than a whole job is a one-line error
 read_jsonl    a result file, one JSON object a line
 unix_time     a job's creation time (Unix seconds or RFC 3339) as Unix seconds
 too_old       whether a job was created before `find_job`'s `since` (less the slack)
+LineBatchAPI  a translator whose jobs are one encoded line per request
 """
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -17,7 +19,7 @@ from typing import Any
 import orjson
 
 from gauge.errors import UnsupportedConfig
-from gauge.model.batch.api import FIND_SLACK, BatchItem, BatchLimits
+from gauge.model.batch.api import FIND_SLACK, BatchAPI, BatchItem, BatchLimits
 from gauge.model.providers._http import HTTPConnectionError
 
 
@@ -63,6 +65,33 @@ def encoded_lines(
         check_size(provider, len(line), limits)
         lines.append(line)
     return lines
+
+
+class LineBatchAPI(BatchAPI):
+    """A translator whose job holds one encoded line per request.
+
+    Each line is encoded once, in `size()` (so the size the collector splits by is
+    exact), and kept as str until `take_lines` hands it to `submit`: each orjson
+    bytes object holds a 4 KiB buffer (20,000 pending lines would be 80 MB).
+    """
+
+    _lines: dict[str, str]
+    """custom_id -> its encoded line; subclasses set it to {} in __init__."""
+
+    @abc.abstractmethod
+    def line(self, item: BatchItem) -> bytes:
+        """The item's line in the provider's job format (without its newline)."""
+
+    def size(self, item: BatchItem) -> int:
+        """Encode the item's line now (kept for submit) and return its exact size."""
+        line = self.line(item)
+        check_size(self.provider, len(line), self.limits)
+        self._lines[item.custom_id] = line.decode()
+        return len(line) + 1
+
+    def take_lines(self, items: list[BatchItem]) -> list[bytes]:
+        """The items' lines as bytes (kept ones taken out, others encoded now), checked."""
+        return encoded_lines(self.provider, items, self._lines, self.line, self.limits)
 
 
 def read_jsonl(raw: bytes, what: str) -> Iterator[dict[str, Any]]:

@@ -35,7 +35,6 @@ import orjson
 
 from gauge.model.batch.api import (
     FIND_SLACK,
-    BatchAPI,
     BatchItem,
     BatchLimits,
     BatchResults,
@@ -45,7 +44,7 @@ from gauge.model.batch.api import (
 )
 from gauge.model.providers import _batch_wire
 from gauge.model.providers._batch_wire import (
-    encoded_lines,
+    LineBatchAPI,
     job_headers,
     read_jsonl,
     too_old,
@@ -76,7 +75,7 @@ ERROR_STATUS = {
 """Anthropic's error types and the HTTP status each comes with in real time."""
 
 
-class AnthropicBatchAPI(BatchAPI):
+class AnthropicBatchAPI(LineBatchAPI):
     """Claude requests through the Message Batches API (half price)."""
 
     provider = "anthropic"
@@ -100,17 +99,10 @@ class AnthropicBatchAPI(BatchAPI):
         )
         return orjson.dumps({"custom_id": item.custom_id, "params": params})
 
-    def size(self, item: BatchItem) -> int:
-        # Encoded once here and reused by `submit`, kept as str: each orjson bytes
-        # object holds a 4 KiB buffer (100,000 pending requests: 400 MB).
-        line = self.line(item)
-        self._lines[item.custom_id] = line.decode()
-        return len(line) + 1
-
     async def submit(self, items: list[BatchItem], tag: str = "") -> str:
         # Message Batches take no metadata: `tag` has nowhere to go (see find_job).
         headers = job_headers(self.provider, items)
-        lines = encoded_lines(self.provider, items, self._lines, self.line, self.limits)
+        lines = self.take_lines(items)
         body = b'{"requests":[' + b",".join(lines) + b"]}"
         answer = await post_bytes(self.api._client, BATCHES_PATH, body, "application/json", headers)
         return str(_field(answer, "id"))

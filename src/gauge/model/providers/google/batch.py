@@ -32,7 +32,6 @@ from urllib.parse import urlencode
 import orjson
 
 from gauge.model.batch.api import (
-    BatchAPI,
     BatchItem,
     BatchLimits,
     BatchResults,
@@ -41,7 +40,7 @@ from gauge.model.batch.api import (
     ItemError,
 )
 from gauge.model.providers import _batch_wire
-from gauge.model.providers._batch_wire import encoded_lines, job_headers, too_old
+from gauge.model.providers._batch_wire import LineBatchAPI, job_headers, too_old
 from gauge.model.providers._files import post_bytes
 from gauge.model.providers.google.errors import GoogleResponseError, classify
 from gauge.model.providers.google.request import build_body
@@ -95,7 +94,7 @@ HTTP_STATUS = {
 """The HTTP status each gRPC status comes with in real time (google.rpc.Code)."""
 
 
-class GeminiBatchAPI(BatchAPI):
+class GeminiBatchAPI(LineBatchAPI):
     """Gemini requests through the Gemini API's batch mode (half price)."""
 
     provider = "google"
@@ -122,16 +121,9 @@ class GeminiBatchAPI(BatchAPI):
         )
         return orjson.dumps({"request": body, "metadata": {"key": item.custom_id}})
 
-    def size(self, item: BatchItem) -> int:
-        # Encoded once here and reused by `submit`, kept as str: each orjson bytes
-        # object holds a 4 KiB buffer.
-        line = self.line(item)
-        self._lines[item.custom_id] = line.decode()
-        return len(line) + 1
-
     async def submit(self, items: list[BatchItem], tag: str = "") -> str:
         headers = job_headers(self.provider, items)
-        lines = encoded_lines(self.provider, items, self._lines, self.line, self.limits)
+        lines = self.take_lines(items)
         model = self.api.model_name
         display = f"gauge-{tag or items[0].custom_id}"
         head = orjson.dumps({"displayName": display, "model": f"models/{model}"})

@@ -31,7 +31,6 @@ import orjson
 from gauge.model.batch.api import (
     FIND_SLACK,
     TAG_KEY,
-    BatchAPI,
     BatchItem,
     BatchLimits,
     BatchResults,
@@ -40,7 +39,7 @@ from gauge.model.batch.api import (
     ItemError,
 )
 from gauge.model.providers import _batch_wire
-from gauge.model.providers._batch_wire import encoded_lines, job_headers, read_jsonl
+from gauge.model.providers._batch_wire import LineBatchAPI, job_headers, read_jsonl
 from gauge.model.providers._files import get_bytes, post_bytes
 from gauge.model.providers._http import HTTPStatusError, error_message
 from gauge.model.providers._multipart import multipart_body
@@ -62,7 +61,7 @@ STATES: dict[str, BatchState] = {
 }
 
 
-class MistralBatchAPI(BatchAPI):
+class MistralBatchAPI(LineBatchAPI):
     """Mistral chat requests through La Plateforme's batch jobs (half price)."""
 
     provider = "mistral"
@@ -87,16 +86,9 @@ class MistralBatchAPI(BatchAPI):
         body.pop("model", None)
         return orjson.dumps({"custom_id": item.custom_id, "body": body})
 
-    def size(self, item: BatchItem) -> int:
-        # Encoded once here and reused by `submit`, kept as str: each orjson bytes
-        # object holds a 4 KiB buffer.
-        line = self.line(item)
-        self._lines[item.custom_id] = line.decode()
-        return len(line) + 1
-
     async def submit(self, items: list[BatchItem], tag: str = "") -> str:
         headers = job_headers(self.provider, items)
-        lines = encoded_lines(self.provider, items, self._lines, self.line, self.limits)
+        lines = self.take_lines(items)
         content = b"\n".join(lines) + b"\n"
         body, content_type = multipart_body({"purpose": "batch"}, "file", "batch.jsonl", content)
         uploaded = await post_bytes(self.api._client, "files", body, content_type)

@@ -32,7 +32,6 @@ import orjson
 
 from gauge.model.batch.api import (
     TAG_KEY,
-    BatchAPI,
     BatchItem,
     BatchLimits,
     BatchResults,
@@ -41,7 +40,11 @@ from gauge.model.batch.api import (
     ItemError,
 )
 from gauge.model.providers import _batch_wire
-from gauge.model.providers._batch_wire import check_size, encoded_lines, job_headers, too_old
+from gauge.model.providers._batch_wire import (
+    LineBatchAPI,
+    job_headers,
+    too_old,
+)
 from gauge.model.providers._http import (
     HTTPConnectionError,
     HTTPStatusError,
@@ -64,7 +67,7 @@ _UNANSWERED = frozenset({"batch_expired", "batch_cancelled"})
 """Error codes of lines a job never ran (expired or cancelled): re-batched, not failed."""
 
 
-class OpenAIBatchAPI(BatchAPI):
+class OpenAIBatchAPI(LineBatchAPI):
     """Batches of chat-completions requests through OpenAI's files and batches endpoints."""
 
     provider = "openai"
@@ -93,14 +96,6 @@ class OpenAIBatchAPI(BatchAPI):
         body = self.chat.body(request.input, request.tools, request.tool_choice, request.config)
         line = {"custom_id": item.custom_id, "method": "POST", "url": self.line_url, "body": body}
         return orjson.dumps(line)
-
-    def size(self, item: BatchItem) -> int:
-        # Encoded once here and reused by `submit`: the size is exact and free. Kept
-        # as str: orjson's bytes hold a 4 KiB buffer each (20,000 lines: 80 MB).
-        line = self.line(item)
-        check_size(self.provider, len(line), self.limits)
-        self._lines[item.custom_id] = line.decode()
-        return len(line) + 1
 
     def read_line(self, raw: bytes, results: BatchResults) -> None:
         """Put one output or error line's answer into `results`."""
@@ -138,7 +133,7 @@ class OpenAIBatchAPI(BatchAPI):
     async def submit(self, items: list[BatchItem], tag: str = "") -> str:
         # extra_headers go with the upload and the create request: one set per job.
         headers = job_headers(self.provider, items)
-        lines = encoded_lines(self.provider, items, self._lines, self.line, self.limits)
+        lines = self.take_lines(items)
         file_id = await self.upload(b"\n".join(lines) + b"\n", headers, file_name(tag))
         job: dict[str, Any] = {
             "input_file_id": file_id,

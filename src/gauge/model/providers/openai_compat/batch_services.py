@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from gauge.model.batch.api import BatchItem, BatchLimits
-from gauge.model.providers._batch_wire import check_size, encoded_lines, too_old
+from gauge.model.providers._batch_wire import check_size, too_old
 from gauge.model.providers._http import HTTPConnectionError
 from gauge.model.providers.openai_compat.batch import OpenAIBatchAPI, file_name
 
@@ -66,7 +66,7 @@ class TogetherBatchAPI(SizedBatchAPI):
         return orjson.dumps({"custom_id": item.custom_id, "body": body})
 
     async def submit(self, items: list[BatchItem], tag: str = "") -> str:
-        lines = encoded_lines(self.provider, items, self._lines, self.line, self.limits)
+        lines = self.take_lines(items)
         data = b"\n".join(lines) + b"\n"
         file_id = await self.upload(data, None, file_name(tag))
         job = {"input_file_id": file_id, "endpoint": self.line_url, "completion_window": "24h"}
