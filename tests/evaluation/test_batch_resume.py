@@ -59,6 +59,12 @@ def get(url: str) -> Any:
         return orjson.loads(response.read())
 
 
+def default_sigint() -> None:
+    # A shell that starts the test run in the background (`cmd &`) ignores SIGINT, and
+    # children inherit that: Ctrl-C could then never reach the eval under test.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def gauge(cwd: Path, *args: str, stdin: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GAUGE_", "OPENAI_"))}
     env["OPENAI_API_KEY"] = "sk-test"
@@ -69,6 +75,7 @@ def gauge(cwd: Path, *args: str, stdin: Any = subprocess.DEVNULL) -> subprocess.
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
 
 

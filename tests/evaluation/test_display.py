@@ -377,7 +377,14 @@ def test_ctrl_c_prints_the_journal_and_the_resume_command(tmp_path: Path) -> Non
         tmp_path, "-T", "n=200", "-m", "mock/slow", "-M", "latency=0.1", "--max-connections", "2"
     )
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        # A shell running the tests in the background (`cmd &`) ignores SIGINT, and
+        # children inherit that: restore it, or Ctrl-C could never reach the eval.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
