@@ -18,6 +18,11 @@ from typing import Any
 import orjson
 
 from gauge.serve.openai_spec import SPEC_PATH, rewrite_nullable
+from gauge.serve.openapi_parts import errors as _errors
+from gauge.serve.openapi_parts import int_schema as _int
+from gauge.serve.openapi_parts import json_ref as _json_ref
+from gauge.serve.openapi_parts import nullable as _nullable
+from gauge.serve.openapi_parts import ref as _ref
 from gauge.serve.schemas import _CHAT, _COMPLETION, _NEUTRAL, MAX_LOGPROBS
 
 INT64 = 2**63 - 1
@@ -168,28 +173,6 @@ def _generation(op_id: str, summary: str, request: str, response: str) -> dict[s
     }
 
 
-_ERROR_MEANINGS = {
-    "400": "Invalid JSON, or a field with a bad value or one this server does not take.",
-    "401": "Missing or wrong bearer key (when the server has one).",
-    "404": "Unknown model (code model_not_found) or route.",
-    "405": "The route exists but not for this method.",
-    "429": "At the server's concurrency limit; retry after Retry-After seconds.",
-    "503": "The engine is still loading (Retry-After) or failed to start.",
-}
-
-
-def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: _json_ref("ErrorResponse", _ERROR_MEANINGS[s]) for s in statuses}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json_ref(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
-
-
 # -- schemas ------------------------------------------------------------------------------
 
 
@@ -200,19 +183,6 @@ def _components(model: str, honours: frozenset[str], max_logprobs: int) -> dict[
     schemas["CompletionRequest"] = _completion(fields, honours)
     schemas["Health"] = _HEALTH
     return schemas
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _int(low: int | None = None, high: int | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer"}
-    if low is not None:
-        schema["minimum"] = low
-    if high is not None:
-        schema["maximum"] = high
-    return schema
 
 
 _IGNORED: dict[str, Any] = {"description": "Accepted, any value: it cannot change the output."}

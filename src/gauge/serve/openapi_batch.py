@@ -13,6 +13,8 @@ from typing import Any
 from gauge.serve.batch_run import MAX_REQUESTS
 from gauge.serve.batches import BATCHES_PAGE_MAX, COMPLETION_WINDOW, ENDPOINTS
 from gauge.serve.files import FILES_PAGE_MAX, UPLOAD_PURPOSES
+from gauge.serve.openapi_parts import json_ref as _json
+from gauge.serve.openapi_parts import ref as _ref
 
 _MEANINGS = {
     "400": "A field or query parameter with a bad value, or one this server does not take.",
@@ -21,14 +23,6 @@ _MEANINGS = {
     "409": "The batch cannot be cancelled in its state, or the file is a running batch's input.",
     "413": "The upload is over the server's size limit (--batch-max-file-mb).",
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 def _op(op_id: str, summary: str, ok: str, errors: str, **more: Any) -> dict[str, Any]:
